@@ -1,0 +1,34 @@
+# The two quick-start commands, `make run` and `make test`, each create .venv when missing and
+# install the project into it; README.md explains both.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# Installed once per change of the dependency files; the stamp file records that.
+INSTALLED := $(VENV)/.installed
+# DVC stages run `python -m pipeline.<stage>`: put the venv's python first on PATH.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test lint ui clean
+
+$(INSTALLED): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $@
+
+run: $(INSTALLED)  ## create .venv, install, run the whole DVC pipeline
+	dvc repro
+	dvc metrics show
+
+test: $(INSTALLED)  ## create .venv, install, run the test suite
+	pytest
+
+lint: $(INSTALLED)
+	ruff check .
+	ruff format --check .
+
+ui: $(INSTALLED)  ## browse the runs: MLflow's UI on http://127.0.0.1:5000
+	mlflow ui --host 127.0.0.1 --port 5000
+
+clean:  ## remove the pipeline's outputs (not the DVC cache, not the MLflow store)
+	rm -rf data models outputs multirun reports/plots

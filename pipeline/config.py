@@ -1,0 +1,324 @@
+"""The configuration schema: every key's type and allowed values, checked before any work.
+
+The values themselves live in `conf/` (one source of truth); these dataclasses only say what a
+value may be. They are registered in Hydra's ConfigStore, so a bad override fails while Hydra
+composes, both in `python -m pipeline.train` and in DVC's compose step for `dvc exp run`
+(through `hydra_plugins/`). `validate` re-checks a composed config (or one read back from
+`params.yaml`) and adds the range checks that types alone cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class PipelineError(Exception):
+    """An expected failure (bad input, unreachable data): reported in one line, no traceback."""
+
+
+class ConfigError(PipelineError, ValueError):
+    """A configuration value is invalid; the message is one line naming key, value and choices."""
+
+
+class Activation(Enum):
+    """Hidden-layer activations: the names Keras' `keras.activations.get` accepts."""
+
+    relu = "relu"
+    leaky_relu = "leaky_relu"
+    elu = "elu"
+    selu = "selu"
+    gelu = "gelu"
+    silu = "silu"
+    swish = "silu"  # Keras' other name for silu; an Enum alias, so runs record "silu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+    softplus = "softplus"
+    softsign = "softsign"
+    mish = "mish"
+    relu6 = "relu6"
+    hard_sigmoid = "hard_sigmoid"
+
+
+@dataclass
+class MLPConfig:
+    name: str = MISSING
+    hidden_units: list[int] = MISSING
+
+
+@dataclass
+class RMSpropConfig:
+    name: str = MISSING
+    learning_rate: float = MISSING
+    rho: float = MISSING
+    momentum: float = MISSING
+    epsilon: float = MISSING
+    centered: bool = MISSING
+
+
+@dataclass
+class AdamConfig:
+    name: str = MISSING
+    learning_rate: float = MISSING
+    beta_1: float = MISSING
+    beta_2: float = MISSING
+    epsilon: float = MISSING
+    amsgrad: bool = MISSING
+
+
+@dataclass
+class SGDConfig:
+    name: str = MISSING
+    learning_rate: float = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: list[str] = MISSING
+    idx_sha256: dict[str, str] = MISSING
+    npz_sha256: str = MISSING
+    retries: int = MISSING
+    timeout: float = MISSING
+    train_samples: int | None = MISSING
+    test_samples: int | None = MISSING
+
+
+@dataclass
+class Config:
+    # model and optimizer hold one of the schemas below, chosen by their `name`.
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    data: DataConfig = MISSING
+    activation: Activation = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+
+
+# The config-group choices: adding a model or optimizer starts with a schema here and a YAML
+# file in conf/<group>/ of the same name.
+MODELS: dict[str, type] = {"mlp": MLPConfig}
+OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sgd": SGDConfig}
+
+
+def register_schemas() -> None:
+    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    for group, schemas in (("model", MODELS), ("optimizer", OPTIMIZERS)):
+        for name, schema in schemas.items():
+            store.store(group=group, name=f"{name}_schema", node=schema)
+
+
+def _choices(values: Any) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _one_line(err: OmegaConfBaseException) -> ConfigError:
+    """Turn OmegaConf's multi-line error into ours: key, bad value, what is valid."""
+    key = err.full_key or str(err.key)
+    if isinstance(err, ConfigKeyError | ConfigAttributeError):
+        parent = key.rpartition(".")[0]
+        node = err.parent_node
+        valid = _choices(k for k in (node or {}) if k != "hydra")
+        where = f" in '{parent}'" if parent else ""
+        return ConfigError(f"unknown key '{key}'{where}; valid keys: {valid}")
+    if key.split(".")[-1] == "activation":
+        return ConfigError(
+            f"activation: invalid value {err.value!r}; valid choices: "
+            f"{_choices(Activation.__members__)}"
+        )
+    return ConfigError(f"{key}: invalid value {err.value!r}; must be {_expected(err.msg)}")
+
+
+def _expected(msg: str) -> str:
+    """What OmegaConf's type error expected, in words ("...could not be converted to Integer")."""
+    for word, expected in (
+        ("Integer", "an integer"),
+        ("Float", "a number"),
+        ("bool", "true or false"),
+        ("ListConfig", "a list"),
+        ("DictConfig", "a mapping"),
+    ):
+        if word in msg:
+            return expected
+    return "of the type the schema declares"
+
+
+def _typed(values: Any, key: str, registry: dict[str, type]) -> DictConfig:
+    name = values.get("name") if isinstance(values, dict) else None
+    if name not in registry:
+        raise ConfigError(f"{key}: invalid value {name!r}; valid choices: {_choices(registry)}")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(registry[name]), values)
+    except (ValidationError, ConfigKeyError, ConfigAttributeError) as err:
+        err.full_key = f"{key}.{err.full_key}"
+        raise
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: invalid value {value!r}; must be {rule}")
+
+
+def validate(cfg: DictConfig | dict) -> DictConfig:
+    """Check a composed config against the schema and the value ranges.
+
+    Args:
+        cfg: A Hydra-composed config or the plain contents of `params.yaml`.
+
+    Returns:
+        A typed, read-only config holding exactly the schema's keys.
+
+    Raises:
+        ConfigError: one line naming the bad key, its value and the valid choices.
+    """
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    values = {k: v for k, v in cfg.items() if k != "hydra"}
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config), values)
+        typed.model = _typed(values.get("model"), "model", MODELS)
+        typed.optimizer = _typed(values.get("optimizer"), "optimizer", OPTIMIZERS)
+        missing = sorted(OmegaConf.missing_keys(typed))
+    except (ValidationError, ConfigKeyError, ConfigAttributeError) as err:
+        raise _one_line(err) from None
+    if missing:
+        raise ConfigError(f"missing value for {', '.join(missing)}")
+
+    _check(typed.epochs > 0, "epochs", typed.epochs, "a positive integer")
+    _check(typed.batch_size > 0, "batch_size", typed.batch_size, "a positive integer")
+    _check(typed.seed >= 0, "seed", typed.seed, "a non-negative integer")
+    units = list(typed.model.hidden_units)
+    _check(all(u > 0 for u in units), "model.hidden_units", units, "a list of positive integers")
+    opt = typed.optimizer
+    _check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
+    if "momentum" in opt:
+        _check(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "in [0, 1)")
+    for key in ("rho", "beta_1", "beta_2"):
+        if key in opt:
+            _check(0 < opt[key] < 1, f"optimizer.{key}", opt[key], "in (0, 1)")
+    if "epsilon" in opt:
+        _check(opt.epsilon > 0, "optimizer.epsilon", opt.epsilon, "positive")
+    data = typed.data
+    _check(data.retries >= 1, "data.retries", data.retries, "at least 1")
+    _check(data.timeout > 0, "data.timeout", data.timeout, "positive seconds")
+    for key in ("train_samples", "test_samples"):
+        n = data[key]
+        _check(n is None or n > 0, f"data.{key}", n, "null (all) or a positive integer")
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def load_params(path: Path | str) -> DictConfig:
+    """Read and validate `params.yaml`, the config DVC's stages run with."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {str(path)!r} not found; run from the project root")
+    return validate(OmegaConf.to_container(OmegaConf.load(path)))
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose `conf/` with Hydra, as `python -m pipeline.train` and `dvc exp run` do."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    register_schemas()
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides))
+    except HydraException as err:
+        raise hydra_error(err) from None
+
+
+def hydra_error(err: Exception) -> ConfigError:
+    """One line for an error Hydra raised while composing."""
+    from hydra.errors import MissingConfigException
+
+    cause = err
+    while cause is not None:
+        if isinstance(cause, MissingConfigException) and cause.options is not None:
+            group = (cause.missing_cfg_file or "").split("/")[0]
+            bad = (cause.missing_cfg_file or "").split("/")[-1]
+            registry = {"model": MODELS, "optimizer": OPTIMIZERS}.get(group)
+            options = registry or [o for o in cause.options if not o.endswith("_schema")]
+            return ConfigError(
+                f"{group}: invalid value {bad!r}; valid choices: {_choices(options)}"
+            )
+        if isinstance(cause, OmegaConfBaseException):
+            return _one_line(cause)
+        cause = cause.__cause__ or cause.__context__
+    return ConfigError(str(err).split("\n")[0])
+
+
+# Hydra flags that change what runs (help, config printing, another config): with these the
+# command line is left to Hydra as it is.
+_HYDRA_FLAGS_WITH_OWN_HANDLING = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--package",
+    "-p",
+    "--shell-completion",
+    "-sc",
+    "--version",
+)
+
+
+def check_overrides(args: list[str]) -> None:
+    """Compose and validate every job a Hydra command line would launch.
+
+    `activation=relu,elu` stands for two jobs; each combination of sweep values is composed
+    as its own config, so a bad value anywhere is reported before the first job starts.
+
+    Raises:
+        ConfigError: one line for the first invalid job.
+    """
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a.split("=")[0] in _HYDRA_FLAGS_WITH_OWN_HANDLING for a in args):
+        return
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        raise hydra_error(err) from None
+    choices = []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            choices.append([override.input_line])
+    for job in itertools.product(*choices):
+        validate(compose(job))

@@ -1,0 +1,174 @@
+"""Stage 1, download: fetch MNIST into data/raw/ and verify every file.
+
+Sources are tried in order: $MNIST_MIRROR if set (an http(s):// or file:// URL, or a local
+path), then `data.sources`. A source ending in `.npz` is Keras' mnist.npz; any other is a base
+holding the four IDX .gz files. IDX files are identified by the sha256 of their decompressed
+content, so any faithful mirror passes whatever compressor it used. Files are fetched into a
+temporary directory that replaces data/raw/ only once all of them are verified.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pipeline.config import PipelineError
+from pipeline.io import atomic_dir
+from pipeline.mnist import IDX_FILES, NPZ_FILE
+from pipeline.paths import Paths
+
+MIRROR_ENV = "MNIST_MIRROR"
+_CHUNK = 1 << 20
+
+
+class DownloadError(PipelineError):
+    """A source could not deliver verified files."""
+
+
+class ChecksumError(DownloadError):
+    """A file arrived but its content is not MNIST's."""
+
+
+def sources(data: DictConfig) -> list[str]:
+    """The sources to try, in order: $MNIST_MIRROR first when it is set."""
+    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    return ([mirror] if mirror else []) + list(data.sources)
+
+
+def download(cfg: DictConfig, paths: Paths) -> Path:
+    """Fetch and verify MNIST into `paths.raw`, trying each source in turn.
+
+    Returns:
+        The directory holding the verified files.
+
+    Raises:
+        DownloadError: no source delivered; the message lists each source and why.
+    """
+    reasons = []
+    for source in sources(cfg.data):
+        try:
+            with atomic_dir(paths.raw) as tmp:
+                _fetch_source(source, cfg.data, tmp)
+            return paths.raw
+        except DownloadError as err:
+            print(f"download: {source} failed: {err}", file=sys.stderr)
+            reasons.append(f"{source}: {err}")
+    tried = "; ".join(reasons) or "no source configured"
+    raise DownloadError(
+        f"could not download MNIST from any source ({tried}). Set {MIRROR_ENV} to a directory "
+        "or URL holding the four IDX .gz files or mnist.npz"
+    )
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _local_path(source: str) -> Path:
+    if source.startswith("file://"):
+        return Path(urllib.request.url2pathname(urllib.parse.urlparse(source).path))
+    return Path(source)
+
+
+def _join(base: str, name: str) -> str:
+    return f"{base.rstrip('/')}/{name}" if "://" in base else str(Path(base) / name)
+
+
+def _fetch_source(source: str, data: DictConfig, dest: Path) -> None:
+    if source.endswith(".npz"):
+        target = dest / NPZ_FILE
+        _fetch(source, target, data)
+        _verify(target, _sha256_file(target), data.npz_sha256, "sha256")
+        return
+    for name in IDX_FILES.values():
+        target = dest / name
+        _fetch(_join(source, name), target, data)
+        _verify(target, _sha256_gunzip(target), data.idx_sha256[name], "sha256 of content")
+
+
+def _verify(path: Path, actual: str, expected: str, what: str) -> None:
+    if actual != expected:
+        raise ChecksumError(f"{path.name}: {what} is {actual}, expected {expected}")
+
+
+def _fetch(url: str, target: Path, data: DictConfig) -> None:
+    """Copy one file from a path or URL, retrying transient failures with backoff."""
+    if not _is_url(url):
+        path = _local_path(url)
+        if not path.is_file():
+            raise DownloadError(f"{path.name}: no such file in {path.parent}")
+        shutil.copyfile(path, target)
+        return
+    for attempt in range(1, data.retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=data.timeout) as response:
+                _copy_with_progress(response, target, response.length)
+            return
+        except urllib.error.HTTPError as err:
+            reason = f"HTTP {err.code} for {url}"
+            if err.code < 500:  # a missing file stays missing: no point retrying
+                raise DownloadError(reason) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = f"{getattr(err, 'reason', err)} for {url}"
+        if attempt < data.retries:
+            time.sleep(0.5 * 2 ** (attempt - 1))
+    raise DownloadError(f"{reason} (after {data.retries} attempts)")
+
+
+def _copy_with_progress(response, target: Path, total: int | None) -> None:
+    name, done, tty = target.name, 0, sys.stderr.isatty()
+    with open(target, "wb") as f:
+        while chunk := response.read(_CHUNK):
+            f.write(chunk)
+            done += len(chunk)
+            if tty:
+                print(f"\r{_progress(name, done, total)}", end="", file=sys.stderr, flush=True)
+    print(("\r" if tty else "") + _progress(name, done, total), file=sys.stderr)
+
+
+def _progress(name: str, done: int, total: int | None, width: int = 30) -> str:
+    mb = f"{done / 1e6:6.1f} MB"
+    if not total:
+        return f"{name:28} {mb}"
+    filled = width * done // total
+    return f"{name:28} [{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d}% {mb}"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256_gunzip(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError) as err:
+        raise ChecksumError(f"{path.name}: not a valid gzip file ({err})") from None
+    return digest.hexdigest()
+
+
+def main() -> None:
+    """Download and verify MNIST into data/raw/."""
+    from pipeline.cli import run_stage
+
+    run_stage(lambda cfg: download(cfg, Paths.project()), main.__doc__)
+
+
+if __name__ == "__main__":
+    main()

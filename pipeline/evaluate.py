@@ -1,0 +1,101 @@
+"""Stage 4, evaluate: score the saved model on the full training and test sets.
+
+Writes reports/metrics.json (the numbers `dvc metrics show` reads), per-digit test accuracy
+and the confusion matrix (DVC plots and a PNG), and logs the same numbers and files to the
+MLflow run that trained the model, so DVC and MLflow agree.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline import plots, tracking
+from pipeline.config import validate
+from pipeline.io import atomic_path, write_json
+from pipeline.mnist import NUM_CLASSES
+from pipeline.paths import Paths
+from pipeline.preprocess import load_prepared
+
+# Scoring has no gradients to hold, so a big batch is only faster.
+EVAL_BATCH = 2048
+# Keras' categorical cross-entropy clips probabilities to this epsilon before the log.
+_EPSILON = 1e-7
+
+
+def score(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Accuracy, cross-entropy loss and predicted digits, from one pass of predictions."""
+    probs = model.predict(x, batch_size=EVAL_BATCH, verbose=0)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    truth = y.argmax(axis=1)
+    predicted = probs.argmax(axis=1)
+    p_true = np.clip(probs[np.arange(len(truth)), truth], _EPSILON, 1 - _EPSILON)
+    return float((predicted == truth).mean()), float(-np.log(p_true).mean()), predicted
+
+
+def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
+    """Evaluate `paths.model`, write the reports and log them to the training run.
+
+    Returns:
+        The contents of reports/metrics.json.
+    """
+    cfg = validate(cfg)
+    paths = paths or Paths.project()
+    import json
+
+    import keras
+    import mlflow
+
+    # safe_mode refuses models that carry arbitrary code (Lambda layers).
+    model = keras.saving.load_model(paths.model, safe_mode=True)
+    results = {}
+    for split in ("train", "test"):
+        x, y = load_prepared(paths, split)
+        accuracy, loss, predicted = score(model, x, y)
+        results[split] = {"accuracy": accuracy, "loss": loss}
+    truth = y.argmax(axis=1)  # the test split, scored last
+    matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+
+    metrics = {
+        "train_accuracy": round(results["train"]["accuracy"], 6),
+        "test_accuracy": round(results["test"]["accuracy"], 6),
+        "train_loss": round(results["train"]["loss"], 6),
+        "test_loss": round(results["test"]["loss"], 6),
+    }
+    metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
+    write_json(paths.metrics, metrics)
+    with atomic_path(paths.per_class) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["digit", "test_accuracy"])
+        writer.writerows([d, f"{acc:.6f}"] for d, acc in enumerate(per_class))
+    with atomic_path(paths.confusion) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(truth.tolist(), predicted.tolist(), strict=True))
+    run = json.loads(paths.run_info.read_text())
+    title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
+    plots.confusion_matrix(matrix, paths.confusion_plot, title)
+
+    with tracking.active_run(paths.root, run_id=run["run_id"], run_name=run["run_name"]):
+        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)})
+        mlflow.log_artifact(str(paths.metrics))
+        mlflow.log_artifact(str(paths.per_class))
+        mlflow.log_artifact(str(paths.confusion_plot), "plots")
+    print(json.dumps(metrics))
+    return metrics
+
+
+def main() -> None:
+    """Evaluate models/model.keras on the prepared data; write reports/metrics.json."""
+    from pipeline.cli import run_stage
+
+    run_stage(lambda cfg: evaluate(cfg, Paths.project()), main.__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Reading MNIST's files: the IDX format (the dataset as published) and Keras' mnist.npz.
+
+Readers check every declared size against the bytes actually present before building an
+array, so a truncated or corrupt file is a clear ValueError rather than a crash.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte.gz",
+    "y_train": "train-labels-idx1-ubyte.gz",
+    "x_test": "t10k-images-idx3-ubyte.gz",
+    "y_test": "t10k-labels-idx1-ubyte.gz",
+}
+NPZ_FILE = "mnist.npz"
+IMAGE_SHAPE = (28, 28)
+NUM_CLASSES = 10
+_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
+
+
+def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
+    """Parse uncompressed IDX bytes into a uint8 array of the declared shape.
+
+    Raises:
+        ValueError: the header is malformed or disagrees with the data length.
+    """
+    if len(data) < 4:
+        raise ValueError(f"{name}: {len(data)} bytes is too short for an IDX header")
+    zero, type_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    if zero != 0 or type_code != _UBYTE or not 1 <= ndim <= 4:
+        raise ValueError(
+            f"{name}: bad IDX magic number {data[:4].hex()} (expected 000008 then 1-4 dimensions)"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{name}: truncated IDX header ({len(data)} of {header} bytes)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.uint64)) if shape else 0
+    if expected != len(data) - header:
+        raise ValueError(
+            f"{name}: IDX header declares shape {shape} ({expected} bytes) "
+            f"but {len(data) - header} data bytes follow"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx_gz(path: Path) -> np.ndarray:
+    """Read one gzip-compressed IDX file."""
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path.name}: not a valid gzip file ({err})") from None
+    return parse_idx(data, path.name)
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read Keras' mnist.npz (never unpickling anything)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = set(IDX_FILES) - set(npz.files)
+            if missing:
+                raise ValueError(f"{path.name}: missing arrays {sorted(missing)}")
+            return {key: npz[key] for key in IDX_FILES}
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path.name}: not a valid npz file ({err})") from None
+
+
+def check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Check images are (N, 28, 28) uint8 and labels (N,) uint8 in 0-9, N matching."""
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"x_{split}: expected (N, 28, 28) uint8, got {x.shape} {x.dtype}")
+        if y.dtype != np.uint8 or y.shape != (x.shape[0],):
+            raise ValueError(f"y_{split}: expected ({x.shape[0]},) uint8, got {y.shape} {y.dtype}")
+        if y.size and y.max() >= NUM_CLASSES:
+            raise ValueError(f"y_{split}: label {int(y.max())} out of range 0-9")
+    return arrays
+
+
+def load_raw(raw_dir: Path) -> dict[str, np.ndarray]:
+    """Load the raw dataset from `raw_dir`, in whichever layout download stored.
+
+    Returns:
+        uint8 arrays `x_train`, `y_train`, `x_test`, `y_test`.
+    """
+    idx = {key: raw_dir / name for key, name in IDX_FILES.items()}
+    if all(p.is_file() for p in idx.values()):
+        return check_arrays({key: read_idx_gz(p) for key, p in idx.items()})
+    if (raw_dir / NPZ_FILE).is_file():
+        return check_arrays(read_npz(raw_dir / NPZ_FILE))
+    raise FileNotFoundError(
+        f"no MNIST files in {raw_dir} (expected the four IDX .gz files or {NPZ_FILE}); "
+        "run `dvc repro download` or `python -m pipeline.download`"
+    )

@@ -1,0 +1,161 @@
+"""MLflow bookkeeping: where runs go, what each run records about its origin.
+
+MLflow only records runs; DVC decides what runs. The store is `MLFLOW_TRACKING_URI` when set,
+otherwise `mlflow.db` (SQLite) at the project root with artifacts in `mlruns/` beside it, both
+addressed by absolute path, so runs that `dvc exp run --queue` starts in temporary copies of
+the project land in the project's own store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+EXPERIMENT = "mnist"
+STORE_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlruns"
+# DVC runs queued experiments in copies of the project under this directory.
+_DVC_EXP_COPIES = (".dvc", "tmp", "exps")
+# Params that identify the download, not the model: the data hash tag already covers them.
+_UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256")
+
+
+def store_root(root: Path) -> Path:
+    """The project that owns the tracking store: for a DVC queue copy, the original project."""
+    parts = root.resolve().parts
+    for i in range(len(parts) - len(_DVC_EXP_COPIES)):
+        if parts[i : i + len(_DVC_EXP_COPIES)] == _DVC_EXP_COPIES:
+            return Path(*parts[:i])
+    return root.resolve()
+
+
+def tracking_uri(root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store as an absolute URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root) / STORE_FILE}"
+
+
+def _artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go to `mlruns/` beside the database file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS_DIR).as_uri()
+    return None  # a tracking server decides for itself
+
+
+def experiment_id(root: Path) -> str:
+    """Point MLflow at the store and return the `mnist` experiment's id, creating it once."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri))
+    except MlflowException:  # another process created it first
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def flat_params(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as flat `a.b` keys, as MLflow shows params."""
+
+    def walk(node: Any, prefix: str) -> Iterator[tuple[str, Any]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{prefix}{key}.")
+        else:
+            yield prefix[:-1], node
+
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return {
+        key: str(value.value if isinstance(value, Enum) else value)
+        for key, value in walk(plain, "")
+        if not key.startswith(_UNLOGGED_PARAMS)
+    }
+
+
+def run_name(cfg: DictConfig) -> str:
+    """Says what ran, e.g. `mlp-relu-rmsprop-e5-b128`."""
+    return (
+        f"{cfg.model.name}-{cfg.activation.value}-{cfg.optimizer.name}"
+        f"-e{cfg.epochs}-b{cfg.batch_size}"
+    )
+
+
+def dvc_dir_md5(path: Path) -> str:
+    """The hash DVC gives a directory output (md5 of its sorted file list), e.g. `ab12...dir`."""
+    entries = []
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest = hashlib.md5()
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        entries.append({"md5": digest.hexdigest(), "relpath": file.relative_to(path).as_posix()})
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def run_tags(root: Path, prepared: Path, entry_point: str) -> dict[str, str]:
+    """Where a run came from: code version, data version, how it was started."""
+    tags = {
+        "entry_point": entry_point,
+        "git_commit": _git(root, "rev-parse", "HEAD") or "unknown",
+        "dvc_data_md5": dvc_dir_md5(prepared),
+    }
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    if dirty is not None:
+        tags["git_dirty"] = str(bool(dirty)).lower()
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def _run_exists(run_id: str) -> bool:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+@contextmanager
+def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
+    """`mlflow.start_run` that also records why a failed run failed, as the tag `error`."""
+    import mlflow
+
+    exp_id = experiment_id(root)
+    run_id = start_run_args.get("run_id")
+    if run_id and not _run_exists(run_id):
+        # The model came from elsewhere (another store, `dvc pull`): record in a new run.
+        print(f"MLflow run {run_id} is not in {tracking_uri(root)}; starting a new run")
+        start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
+    with mlflow.start_run(experiment_id=exp_id, **start_run_args) as run:
+        try:
+            yield run
+        except BaseException as err:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            raise

@@ -1,0 +1,151 @@
+"""Stage 3, train: fit the configured model, save it, and record the run in MLflow.
+
+Two ways in:
+- `python -m pipeline.train [overrides]` composes `conf/` with Hydra (`-m` sweeps), prepares
+  the data if needed, trains, evaluates, and writes the run's files to Hydra's job directory.
+- `python -m pipeline.train --params params.yaml` is the DVC stage: it only trains, on the
+  config DVC wrote, into models/ and reports/; the evaluate stage completes the same run.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from pipeline import plots, tracking
+from pipeline.config import CONF_DIR, ConfigError, check_overrides, validate
+from pipeline.io import atomic_path, write_json
+from pipeline.paths import Paths
+from pipeline.preprocess import load_prepared
+
+
+def _epoch_logger() -> Any:
+    import keras
+    import mlflow
+
+    class EpochLogger(keras.callbacks.Callback):
+        """Logs each epoch's metrics as MLflow histories (step = epoch, from 1)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            metrics = {f"epoch/train_{k}": float(v) for k, v in (logs or {}).items()}
+            # Asynchronous, so the store's latency never stalls training.
+            mlflow.log_metrics(metrics, step=epoch + 1, synchronous=False)
+
+    return EpochLogger()
+
+
+def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api") -> dict:
+    """Train the configured model on the prepared training set and log an MLflow run.
+
+    Args:
+        cfg: A composed config (validated here).
+        paths: Where data is read and the run's files written (default: the project in cwd).
+        entry_point: Recorded as a tag: `dvc`, `cli` or `api`.
+
+    Returns:
+        `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics).
+    """
+    cfg = validate(cfg)
+    paths = paths or Paths.project()
+    x_train, y_train = load_prepared(paths, "train")
+
+    import keras
+    import mlflow
+
+    from pipeline.models import build_model
+
+    keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
+    model = build_model(cfg)
+    tags = tracking.run_tags(paths.root, paths.prepared, entry_point)
+    with tracking.active_run(paths.root, run_name=tracking.run_name(cfg), tags=tags) as run:
+        mlflow.log_params(tracking.flat_params(cfg))
+        fit = model.fit(
+            x_train,
+            y_train,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            callbacks=[_epoch_logger()],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        history = {f"train_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
+
+        with atomic_path(paths.model) as tmp:
+            model.save(tmp)
+        _write_history(history, paths.history)
+        plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
+        write_json(paths.run_info, {"run_id": run.info.run_id, "run_name": run.info.run_name})
+        mlflow.log_artifact(str(paths.learning_curves), "plots")
+        mlflow.log_artifact(str(paths.history))
+        mlflow.log_artifact(str(paths.model), "model")
+    return {"run_id": run.info.run_id, "model": paths.model, "history": history}
+
+
+def _write_history(history: dict[str, list[float]], path: Path) -> None:
+    """Per-epoch metrics as CSV, the format `dvc plots` draws."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        for i, row in enumerate(zip(*history.values(), strict=True)):
+            writer.writerow([i + 1, *(f"{v:.6f}" for v in row)])
+
+
+def ensure_data(cfg: DictConfig, paths: Paths) -> None:
+    """Download and preprocess when the prepared data is missing or was prepared differently."""
+    from pipeline.download import download
+    from pipeline.mnist import load_raw
+    from pipeline.preprocess import is_prepared, preprocess
+
+    if is_prepared(cfg, paths):
+        return
+    try:
+        load_raw(paths.raw)
+    except (FileNotFoundError, ValueError):
+        download(cfg, paths)
+    preprocess(cfg, paths)
+
+
+def run_cli(cfg: DictConfig, out: Path) -> dict:
+    """One `python -m pipeline.train` job: data if needed, train, evaluate, one MLflow run."""
+    from pipeline.evaluate import evaluate
+
+    cfg = validate(cfg)
+    paths = Paths(root=Path.cwd().resolve(), out=out)
+    ensure_data(cfg, paths)
+    train(cfg, paths, entry_point="cli")
+    return evaluate(cfg, paths)
+
+
+def main() -> None:
+    """Train the configured model (see the module docstring for the two ways in)."""
+    args = sys.argv[1:]
+    if args[:1] == ["--params"]:
+        from pipeline.cli import run_stage
+
+        return run_stage(lambda cfg: train(cfg, Paths.project(), "dvc"), main.__doc__, args)
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from pipeline.cli import fail
+
+    # Hydra reports a bad override as a multi-line trace; check every job of the command line
+    # first so that bad input gets one line and a non-zero exit before anything is written.
+    try:
+        check_overrides(args)
+    except ConfigError as err:
+        fail(err)
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+    def job(cfg: DictConfig) -> float:
+        metrics = run_cli(cfg, Path(HydraConfig.get().runtime.output_dir))
+        return metrics["test_accuracy"]
+
+    job()
+
+
+if __name__ == "__main__":
+    main()

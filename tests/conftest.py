@@ -1,0 +1,136 @@
+"""Shared fixtures: the real MNIST files, an HTTP mirror of them on 127.0.0.1, a throwaway
+MLflow store, and small projects prepared from the real data."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from pipeline.config import compose
+from pipeline.mnist import IDX_FILES
+from pipeline.paths import Paths
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Never reach for the official mirrors from a test: only the sources a test names.
+OFFLINE = ["data.sources=[]", "data.retries=1", "data.timeout=10"]
+
+
+def _local_mirror() -> Path | None:
+    """A directory holding the four real IDX files: $MNIST_MIRROR, else the shared copy."""
+    env = os.environ.get("MNIST_MIRROR", "")
+    candidates = []
+    if env.startswith("file://"):
+        candidates.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(env).path)))
+    elif env and "://" not in env:
+        candidates.append(Path(env))
+    candidates += [ROOT.parent / "shared" / "datasets" / "mnist", ROOT / "data" / "raw"]
+    for path in candidates:
+        if all((path / name).is_file() for name in IDX_FILES.values()):
+            return path.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST IDX files (required in CI, where a missing copy fails the run)."""
+    path = _local_mirror()
+    if path is None:
+        msg = "real MNIST not found: set MNIST_MIRROR to a directory with the four IDX .gz files"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def serve_directory(directory: Path, handler: type = _QuietHandler) -> tuple[str, Callable]:
+    """Serve `directory` over HTTP on 127.0.0.1; returns the base URL and a stop function."""
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return f"http://127.0.0.1:{server.server_port}/", stop
+
+
+@pytest.fixture(scope="session")
+def http_mirror(mnist_dir: Path) -> Iterator[str]:
+    """The real MNIST files served over HTTP on 127.0.0.1."""
+    url, stop = serve_directory(mnist_dir)
+    yield url
+    stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every run of the session goes to a throwaway SQLite store, never the project's."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MNIST_MIRROR", raising=False)
+        # Subprocesses (DVC stages, the CLI) must find this venv's python and tools.
+        mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+        mp.setenv("DVC_NO_ANALYTICS", "1")
+        yield uri
+
+
+def config(*overrides: str) -> DictConfig:
+    """The project's config composed from conf/, offline, with `overrides`."""
+    return compose([*OFFLINE, *overrides])
+
+
+@pytest.fixture(scope="session")
+def raw_dir(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> Path:
+    """data/raw as the download stage leaves it, fetched from the HTTP mirror."""
+    from pipeline.download import download
+
+    paths = Paths.project(tmp_path_factory.mktemp("download"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MNIST_MIRROR", http_mirror)
+        download(config(), paths)
+    return paths.raw
+
+
+@pytest.fixture(scope="session")
+def make_project(
+    tmp_path_factory: pytest.TempPathFactory, raw_dir: Path
+) -> Callable[..., tuple[Paths, DictConfig]]:
+    """Factory: a project directory with real raw data, prepared with the given overrides."""
+    from pipeline.preprocess import preprocess
+
+    def make(*overrides: str) -> tuple[Paths, DictConfig]:
+        paths = Paths.project(tmp_path_factory.mktemp("project"))
+        shutil.copytree(raw_dir, paths.raw)
+        cfg = config(*overrides)
+        preprocess(cfg, paths)
+        return paths, cfg
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_project(make_project: Callable) -> tuple[Paths, DictConfig]:
+    """Real MNIST cut to 6,000 training and 2,000 test images, trained for one epoch."""
+    return make_project("data.train_samples=6000", "data.test_samples=2000", "epochs=1")
