@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # DVC stages run `python -m pipeline.<stage>`: put the venv's python first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint ui clean
+.PHONY: run test lint params ui clean
 
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(INSTALLED)  ## create .venv, install, run the test suite
 lint: $(INSTALLED)
 	ruff check .
 	ruff format --check .
+
+params: $(INSTALLED)  ## regenerate params.yaml from conf/ (as `dvc exp run` does)
+	python -m pipeline.config > params.yaml.tmp && mv params.yaml.tmp params.yaml
 
 ui: $(INSTALLED)  ## browse the runs: MLflow's UI on http://127.0.0.1:5000
 	mlflow ui --host 127.0.0.1 --port 5000

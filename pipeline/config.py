@@ -322,3 +322,17 @@ def check_overrides(args: list[str]) -> None:
             choices.append([override.input_line])
     for job in itertools.product(*choices):
         validate(compose(job))
+
+
+def main() -> None:
+    """Print `conf/` composed with the overrides given, exactly as DVC writes params.yaml."""
+    import sys
+
+    try:
+        print(OmegaConf.to_yaml(compose(sys.argv[1:])), end="")
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    main()

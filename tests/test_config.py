@@ -1,0 +1,135 @@
+"""Configuration: one source of truth, and bad input refused in one line before any work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from omegaconf import OmegaConf
+
+from pipeline.config import MODELS, OPTIMIZERS, Activation, ConfigError, compose, validate
+
+
+def test_params_yaml_is_exactly_conf_composed_without_overrides() -> None:
+    composed = OmegaConf.to_container(compose(), resolve=True, enum_to_str=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params == composed, "params.yaml is stale: regenerate it with `make params`"
+
+
+def test_defaults_are_the_seed() -> None:
+    cfg = validate(compose())
+    assert cfg.activation is Activation.relu
+    assert (cfg.epochs, cfg.batch_size) == (5, 128)
+    assert list(cfg.model.hidden_units) == [512]
+    assert cfg.optimizer.name == "rmsprop"
+    assert cfg.optimizer.learning_rate == 0.001  # Keras' RMSprop default
+    assert cfg.data.train_samples is None
+
+
+@pytest.mark.parametrize("name", list(Activation.__members__))
+def test_every_activation_is_one_keras_knows(name: str) -> None:
+    import keras
+
+    cfg = validate(compose([f"activation={name}"]))
+    assert callable(keras.activations.get(cfg.activation.value))
+
+
+def test_swish_is_recorded_as_silu() -> None:
+    assert validate(compose(["activation=swish"])).activation is Activation.silu
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer"])
+def test_every_group_choice_composes(group: str) -> None:
+    for name in {"model": MODELS, "optimizer": OPTIMIZERS}[group]:
+        assert validate(compose([f"{group}={name}"]))[group].name == name
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("activation=foo", "activation: invalid value 'foo'; valid choices: relu, leaky_relu,"),
+        ("optimizer=adamw", "optimizer: invalid value 'adamw'; valid choices: rmsprop, adam, sgd"),
+        ("model=resnet", "model: invalid value 'resnet'; valid choices: mlp"),
+        ("epochs=0", "epochs: invalid value 0; must be a positive integer"),
+        ("epochs=-3", "epochs: invalid value -3; must be a positive integer"),
+        ("batch_size=0", "batch_size: invalid value 0; must be a positive integer"),
+        ("epochs=five", "epochs: invalid value 'five'; must be an integer"),
+        ("batch_size=1.5", "batch_size: invalid value 1.5; must be an integer"),
+        ("optimizer.centered=maybe", "optimizer.centered: invalid value 'maybe'; must be true"),
+        ("optimizer.learning_rate=0", "optimizer.learning_rate: invalid value 0.0; must be pos"),
+        ("model.hidden_units=[512,0]", "model.hidden_units: invalid value [512, 0]; must be a"),
+        ("data.train_samples=0", "data.train_samples: invalid value 0; must be null (all)"),
+        ("epoch=3", "unknown key 'epoch'; valid keys: model, optimizer, data, activation,"),
+        ("+optimizer.foo=1", "unknown key 'optimizer.foo' in 'optimizer'; valid keys: name,"),
+    ],
+)
+def test_invalid_values_are_refused_in_one_line(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(compose([override]))
+    assert str(err.value).startswith(expected)
+    assert "\n" not in str(err.value)
+
+
+def test_params_file_is_validated_like_the_cli(tmp_path: Path) -> None:
+    params = OmegaConf.to_container(compose(), resolve=True, enum_to_str=True)
+    params["optimizer"]["name"] = "adamw"
+    with pytest.raises(ConfigError, match="optimizer: invalid value 'adamw'; valid choices"):
+        validate(params)
+    del params["epochs"]
+    params["optimizer"]["name"] = "rmsprop"
+    with pytest.raises(ConfigError, match="missing value for epochs"):
+        validate(params)
+
+
+def run_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["activation=foo"], "error: activation: invalid value 'foo'; valid choices: relu,"),
+        (["-m", "activation=relu,foo", "epochs=1"], "error: activation: invalid value 'foo';"),
+        (["-m", "epochs=1,0"], "error: epochs: invalid value 0; must be a positive integer"),
+        (["optimizer=adamw"], "error: optimizer: invalid value 'adamw'; valid choices: rmsprop,"),
+    ],
+    ids=["single", "sweep-activation", "sweep-epochs", "group"],
+)
+def test_cli_refuses_bad_input_before_any_work(
+    tmp_path: Path, tracking_store: str, args: list[str], expected: str
+) -> None:
+    import mlflow
+
+    runs_before = len(mlflow.search_runs(search_all_experiments=True))
+    result = run_train(tmp_path, *args)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith(expected)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []  # no outputs/, data/, mlflow.db
+    assert len(mlflow.search_runs(search_all_experiments=True)) == runs_before
+
+
+def test_dvc_stage_refuses_a_bad_params_file(tmp_path: Path) -> None:
+    params = OmegaConf.to_container(compose(), resolve=True, enum_to_str=True)
+    params["activation"] = "relu7"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run_train(tmp_path, "--params", "params.yaml")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: activation: invalid value 'relu7'; valid choices: "
+        + ", ".join(Activation.__members__)
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]

@@ -1,0 +1,169 @@
+"""Integration on real MNIST: download over HTTP (fixtures), preprocess, train, evaluate, and
+the MLflow run read back through MLflow's own client."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import config
+
+from pipeline import tracking
+from pipeline.evaluate import evaluate, score
+from pipeline.paths import Paths
+from pipeline.preprocess import DataError, load_prepared
+from pipeline.train import train
+
+METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap"}
+
+
+def assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, path
+
+
+def test_preprocess_matches_the_seed_preparation(make_project, raw_dir: Path) -> None:
+    from pipeline.mnist import load_raw
+
+    paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
+    raw = load_raw(raw_dir)
+    x, y = load_prepared(paths, "train")
+    assert x.shape == (1000, 784) and x.dtype == np.float32
+    assert y.shape == (1000, 10) and y.dtype == np.float32
+    # The seed: reshape((60000, 28 * 28)).astype("float32") / 255 and to_categorical.
+    np.testing.assert_array_equal(
+        x, raw["x_train"][:1000].reshape(1000, 784).astype("float32") / 255
+    )
+    np.testing.assert_array_equal(y.argmax(axis=1), raw["y_train"][:1000])
+    assert set(np.unique(y)) == {0.0, 1.0} and (y.sum(axis=1) == 1).all()
+    assert load_prepared(paths, "test")[0].shape == (500, 784)
+    assert_png(paths.samples_plot)
+
+
+def test_stale_prepared_data_is_detected_before_training(make_project, tmp_path: Path) -> None:
+    paths, cfg = make_project("data.train_samples=100", "data.test_samples=100")
+    np.save(paths.prepared / "x_train.npy", np.zeros((100, 28, 28), np.uint8))  # pre-reshape
+    with pytest.raises(DataError, match="stale or damaged.*re-run preprocess"):
+        train(cfg, paths)
+
+
+@pytest.fixture(scope="module")
+def trained(small_project) -> tuple[Paths, dict, dict]:
+    paths, cfg = small_project
+    result = train(cfg, paths)
+    metrics = evaluate(cfg, paths)
+    return paths, result, metrics
+
+
+def test_metrics_are_in_range_and_consistent(trained) -> None:
+    paths, _, metrics = trained
+    assert set(metrics) == METRIC_KEYS
+    assert 0.85 < metrics["test_accuracy"] < 1.0  # one epoch on 6,000 images; chance is 0.1
+    assert 0.85 < metrics["train_accuracy"] < 1.0
+    assert 0 < metrics["train_loss"] < 0.6 and 0 < metrics["test_loss"] < 0.6
+    gap = metrics["train_accuracy"] - metrics["test_accuracy"]
+    assert metrics["generalization_gap"] == pytest.approx(gap, abs=1e-6)
+    assert json.loads(paths.metrics.read_text()) == metrics
+
+
+def test_saved_model_reloads_safely_and_scores_the_same(trained) -> None:
+    import keras
+
+    paths, _, metrics = trained
+    model = keras.saving.load_model(paths.model, safe_mode=True)
+    x, y = load_prepared(paths, "test")
+    accuracy, loss, _ = score(model, x, y)
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
+
+
+def test_reports_per_class_and_confusion(trained) -> None:
+    paths, _, metrics = trained
+    with open(paths.confusion) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2000
+    correct = sum(r["actual"] == r["predicted"] for r in rows)
+    assert correct / len(rows) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
+    with open(paths.per_class) as f:
+        per_class = list(csv.DictReader(f))
+    assert [int(r["digit"]) for r in per_class] == list(range(10))
+    assert all(0.5 < float(r["test_accuracy"]) <= 1 for r in per_class)
+    with open(paths.history) as f:
+        history = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in history] == [1]
+    for png in (paths.confusion_plot, paths.learning_curves):
+        assert_png(png)
+
+
+def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
+    import mlflow
+
+    paths, result, metrics = trained
+    client = mlflow.MlflowClient()
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "mlp-relu-rmsprop-e1-b128"
+    assert client.get_experiment(run.info.experiment_id).name == "mnist"
+    for key, value in metrics.items():
+        assert run.data.metrics[key] == pytest.approx(value, abs=1e-9), key
+    params = run.data.params
+    assert params["activation"] == "relu"
+    assert params["model.hidden_units"] == "[512]"
+    assert params["optimizer.name"] == "rmsprop"
+    assert params["epochs"] == "1" and params["batch_size"] == "128"
+    assert params["data.train_samples"] == "6000"
+    tags = run.data.tags
+    assert tags["entry_point"] == "api"
+    assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
+    assert tags["dvc_data_md5"] == tracking.dvc_dir_md5(paths.prepared)
+    history = client.get_metric_history(run.info.run_id, "epoch/train_accuracy")
+    assert [m.step for m in history] == [1]
+    assert history[0].value == pytest.approx(result["history"]["train_accuracy"][0])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "plots", "model"} <= artifacts
+    local = Path(client.download_artifacts(run.info.run_id, "model/model.keras"))
+    assert local.read_bytes() == paths.model.read_bytes()
+
+
+def test_same_config_gives_the_same_metrics(small_project, tmp_path: Path) -> None:
+    paths, cfg = small_project
+    results = []
+    for name in ("a", "b"):
+        run_paths = Paths(root=paths.root, out=tmp_path / name)
+        train(cfg, run_paths)
+        results.append(evaluate(cfg, run_paths))
+    for key in METRIC_KEYS:
+        assert results[0][key] == pytest.approx(results[1][key], abs=1e-3), key
+
+
+def test_a_failing_run_is_marked_failed_with_its_error(tmp_path: Path) -> None:
+    import mlflow
+
+    with pytest.raises(RuntimeError), tracking.active_run(tmp_path, run_name="doomed") as run:
+        raise RuntimeError("disk on fire")
+    finished = mlflow.MlflowClient().get_run(run.info.run_id)
+    assert finished.info.status == "FAILED"
+    assert finished.data.tags["error"] == "RuntimeError: disk on fire"
+
+
+def test_tracking_store_of_a_dvc_queue_copy_is_the_project(tmp_path: Path) -> None:
+    copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    assert tracking.store_root(copy) == (tmp_path / "proj").resolve()
+    assert tracking.store_root(tmp_path) == tmp_path.resolve()
+
+
+def test_default_store_is_sqlite_at_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    uri = tracking.tracking_uri(tmp_path)
+    assert tracking._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+
+
+def test_config_used_by_fixtures_is_offline() -> None:
+    assert list(config().data.sources) == []
