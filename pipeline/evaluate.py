@@ -85,6 +85,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
         mlflow.log_metrics({f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)})
         mlflow.log_artifact(str(paths.metrics))
         mlflow.log_artifact(str(paths.per_class))
+        mlflow.log_artifact(str(paths.confusion))
         mlflow.log_artifact(str(paths.confusion_plot), "plots")
     print(json.dumps(metrics))
     return metrics

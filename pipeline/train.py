@@ -81,6 +81,7 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
         mlflow.log_artifact(str(paths.learning_curves), "plots")
         mlflow.log_artifact(str(paths.history))
         mlflow.log_artifact(str(paths.model), "model")
+    print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {mlflow.get_tracking_uri()}")
     return {"run_id": run.info.run_id, "model": paths.model, "history": history}
 
 
