@@ -22,6 +22,8 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from pipeline.models import MODELS as MODEL_SPECS  # light: no Keras
+
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
@@ -50,12 +52,27 @@ class Activation(Enum):
     mish = "mish"
     relu6 = "relu6"
     hard_sigmoid = "hard_sigmoid"
+    # Layers rather than functions: a learned slope, and k linear pieces with the max taken.
+    prelu = "prelu"
+    maxout = "maxout"
+
+
+class LRSchedule(Enum):
+    """How the learning rate moves over training."""
+
+    constant = "constant"  # the seed's: the optimizer's learning_rate throughout
+    cosine = "cosine"  # from learning_rate down to 0 along a half cosine, over all steps
+
+
+# The activations that take an argument, and which key of `activation_args` it is.
+ACTIVATION_ARGS = {"leaky_relu": "negative_slope", "elu": "alpha", "maxout": "pieces"}
 
 
 @dataclass
-class MLPConfig:
-    name: str = MISSING
-    hidden_units: list[int] = MISSING
+class ActivationArgs:
+    negative_slope: float = MISSING  # leaky_relu
+    alpha: float = MISSING  # elu
+    pieces: int = MISSING  # maxout
 
 
 @dataclass
@@ -99,20 +116,30 @@ class DataConfig:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    patience: int | None = MISSING
+
+
+@dataclass
 class Config:
     # model and optimizer hold one of the schemas below, chosen by their `name`.
     model: Any = MISSING
     optimizer: Any = MISSING
     data: DataConfig = MISSING
     activation: Activation = MISSING
+    activation_args: ActivationArgs = MISSING
     epochs: int = MISSING
     batch_size: int = MISSING
     seed: int = MISSING
+    lr_schedule: LRSchedule = MISSING
+    val_split: float = MISSING
+    early_stopping: EarlyStoppingConfig = MISSING
 
 
-# The config-group choices: adding a model or optimizer starts with a schema here and a YAML
-# file in conf/<group>/ of the same name.
-MODELS: dict[str, type] = {"mlp": MLPConfig}
+# The config-group choices with their schemas: models register theirs in pipeline/models/;
+# adding an optimizer takes a schema here, a YAML file in conf/optimizer/ and its Keras class
+# in pipeline/models/__init__.py.
+MODELS: dict[str, type] = {name: spec.schema for name, spec in MODEL_SPECS.items()}
 OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sgd": SGDConfig}
 
 
@@ -140,10 +167,10 @@ def _one_line(err: OmegaConfBaseException) -> ConfigError:
         valid = _choices(k for k in (node or {}) if k != "hydra")
         where = f" in '{parent}'" if parent else ""
         return ConfigError(f"unknown key '{key}'{where}; valid keys: {valid}")
-    if key.split(".")[-1] == "activation":
+    enum = {"activation": Activation, "lr_schedule": LRSchedule}.get(key)
+    if enum is not None:
         return ConfigError(
-            f"activation: invalid value {err.value!r}; valid choices: "
-            f"{_choices(Activation.__members__)}"
+            f"{key}: invalid value {err.value!r}; valid choices: {_choices(enum.__members__)}"
         )
     return ConfigError(f"{key}: invalid value {err.value!r}; must be {_expected(err.msg)}")
 
@@ -206,17 +233,19 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     _check(typed.epochs > 0, "epochs", typed.epochs, "a positive integer")
     _check(typed.batch_size > 0, "batch_size", typed.batch_size, "a positive integer")
     _check(typed.seed >= 0, "seed", typed.seed, "a non-negative integer")
-    units = list(typed.model.hidden_units)
-    _check(all(u > 0 for u in units), "model.hidden_units", units, "a list of positive integers")
-    opt = typed.optimizer
-    _check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
-    if "momentum" in opt:
-        _check(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "in [0, 1)")
-    for key in ("rho", "beta_1", "beta_2"):
-        if key in opt:
-            _check(0 < opt[key] < 1, f"optimizer.{key}", opt[key], "in (0, 1)")
-    if "epsilon" in opt:
-        _check(opt.epsilon > 0, "optimizer.epsilon", opt.epsilon, "positive")
+    _check(0 <= typed.val_split < 1, "val_split", typed.val_split, "in [0, 1)")
+    patience = typed.early_stopping.patience
+    _check(patience is None or patience >= 1, "early_stopping.patience", patience,
+           "null (off) or a positive integer")  # fmt: skip
+    _check(patience is None or typed.val_split > 0, "early_stopping.patience", patience,
+           "null unless val_split > 0 (stopping on the test set would leak it)")  # fmt: skip
+    args = typed.activation_args
+    _check(args.negative_slope >= 0, "activation_args.negative_slope", args.negative_slope,
+           "non-negative")  # fmt: skip
+    _check(args.alpha >= 0, "activation_args.alpha", args.alpha, "non-negative")
+    _check(args.pieces >= 2, "activation_args.pieces", args.pieces, "at least 2")
+    _check_model(typed.model)
+    _check_optimizer(typed.optimizer)
     data = typed.data
     _check(data.retries >= 1, "data.retries", data.retries, "at least 1")
     _check(data.timeout > 0, "data.timeout", data.timeout, "positive seconds")
@@ -225,6 +254,29 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         _check(n is None or n > 0, f"data.{key}", n, "null (all) or a positive integer")
     OmegaConf.set_readonly(typed, True)
     return typed
+
+
+def _check_model(model: DictConfig) -> None:
+    for key in ("hidden_units", "filters"):
+        if key in model:
+            units = list(model[key])
+            _check(all(u > 0 for u in units), f"model.{key}", units, "a list of positive integers")
+    for key in ("convs_per_block", "kernel_size", "dense_units"):
+        if key in model:
+            _check(model[key] > 0, f"model.{key}", model[key], "a positive integer")
+    _check(0 <= model.dropout < 1, "model.dropout", model.dropout, "in [0, 1)")
+    _check(model.l2 >= 0, "model.l2", model.l2, "non-negative")
+
+
+def _check_optimizer(opt: DictConfig) -> None:
+    _check(opt.learning_rate > 0, "optimizer.learning_rate", opt.learning_rate, "positive")
+    if "momentum" in opt:
+        _check(0 <= opt.momentum < 1, "optimizer.momentum", opt.momentum, "in [0, 1)")
+    for key in ("rho", "beta_1", "beta_2"):
+        if key in opt:
+            _check(0 < opt[key] < 1, f"optimizer.{key}", opt[key], "in (0, 1)")
+    if "epsilon" in opt:
+        _check(opt.epsilon > 0, "optimizer.epsilon", opt.epsilon, "positive")
 
 
 def load_params(path: Path | str) -> DictConfig:

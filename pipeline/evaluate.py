@@ -17,7 +17,7 @@ from pipeline.config import validate
 from pipeline.io import atomic_path, write_json
 from pipeline.mnist import NUM_CLASSES
 from pipeline.paths import Paths
-from pipeline.preprocess import load_prepared
+from pipeline.preprocess import load_prepared, split_validation
 
 # Scoring has no gradients to hold, so a big batch is only faster.
 EVAL_BATCH = 2048
@@ -48,14 +48,19 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     import keras
     import mlflow
 
+    import pipeline.layers  # noqa: F401  (registers the custom layers the model may hold)
+
     # safe_mode refuses models that carry arbitrary code (Lambda layers).
     model = keras.saving.load_model(paths.model, safe_mode=True)
+    # Training accuracy is measured on what the model was fitted on: without the validation
+    # split when there is one.
+    x_fit, y_fit, _, _ = split_validation(*load_prepared(paths, "train"), cfg.val_split)
+    x_test, y_test = load_prepared(paths, "test")
     results = {}
-    for split in ("train", "test"):
-        x, y = load_prepared(paths, split)
+    for split, (x, y) in {"train": (x_fit, y_fit), "test": (x_test, y_test)}.items():
         accuracy, loss, predicted = score(model, x, y)
         results[split] = {"accuracy": accuracy, "loss": loss}
-    truth = y.argmax(axis=1)  # the test split, scored last
+    truth = y_test.argmax(axis=1)  # `predicted` is the test split's, scored last
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)

@@ -100,6 +100,14 @@ def load_prepared(paths: Paths, split: str) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def split_validation(
+    x: np.ndarray, y: np.ndarray, val_split: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out the last `val_split` of the training set, as Keras' `validation_split` does."""
+    n_fit = len(x) - int(round(len(x) * val_split))
+    return x[:n_fit], y[:n_fit], x[n_fit:], y[n_fit:]
+
+
 def main() -> None:
     """Prepare data/raw/ into data/prepared/ (reshape, scale, one-hot)."""
     from pipeline.cli import run_stage

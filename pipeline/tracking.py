@@ -14,11 +14,12 @@ import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from pipeline.config import ACTIVATION_ARGS
 
 EXPERIMENT = "mnist"
 STORE_FILE = "mlflow.db"
@@ -78,10 +79,11 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
             yield prefix[:-1], node
 
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    # Of activation_args, only the chosen activation's own argument (if any) shaped the run.
+    own = ACTIVATION_ARGS.get(cfg.activation.value)
+    plain["activation_args"] = {own: plain["activation_args"][own]} if own else {}
     return {
-        key: str(value.value if isinstance(value, Enum) else value)
-        for key, value in walk(plain, "")
-        if not key.startswith(_UNLOGGED_PARAMS)
+        key: str(value) for key, value in walk(plain, "") if not key.startswith(_UNLOGGED_PARAMS)
     }
 
 

@@ -10,32 +10,53 @@ Two ways in:
 from __future__ import annotations
 
 import csv
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import plots, tracking
 from pipeline.config import CONF_DIR, ConfigError, check_overrides, validate
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
-from pipeline.preprocess import load_prepared
+from pipeline.preprocess import load_prepared, split_validation
 
 
-def _epoch_logger() -> Any:
+def _epoch_callback(x_test: np.ndarray, y_test: np.ndarray) -> Any:
     import keras
     import mlflow
 
-    class EpochLogger(keras.callbacks.Callback):
-        """Logs each epoch's metrics as MLflow histories (step = epoch, from 1)."""
+    from pipeline.evaluate import EVAL_BATCH
+
+    class EpochMetrics(keras.callbacks.Callback):
+        """Scores the test set after each epoch and logs every epoch metric to MLflow.
+
+        Keras names the epoch's metrics `loss`, `accuracy` and, with a validation split,
+        `val_loss`, `val_accuracy`; this adds `test_loss`, `test_accuracy` to the same logs
+        (and so to the History) and logs them all as `epoch/train_loss`, `epoch/val_loss`,
+        `epoch/test_loss`, ... with step = epoch (from 1): train versus held-out per epoch,
+        where overfitting shows.
+        """
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            metrics = {f"epoch/train_{k}": float(v) for k, v in (logs or {}).items()}
+            logs = logs if logs is not None else {}
+            test = self.model.evaluate(
+                x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True
+            )
+            logs.update({f"test_{k}": v for k, v in test.items()})
+            metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
             # Asynchronous, so the store's latency never stalls training.
             mlflow.log_metrics(metrics, step=epoch + 1, synchronous=False)
 
-    return EpochLogger()
+    return EpochMetrics()
+
+
+def history_name(keras_name: str) -> str:
+    """Keras' epoch metric name with its split spelled out: `loss` -> `train_loss`."""
+    return keras_name if keras_name.startswith(("val_", "test_")) else f"train_{keras_name}"
 
 
 def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api") -> dict:
@@ -51,7 +72,8 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
     """
     cfg = validate(cfg)
     paths = paths or Paths.project()
-    x_train, y_train = load_prepared(paths, "train")
+    x_fit, y_fit, x_val, y_val = split_validation(*load_prepared(paths, "train"), cfg.val_split)
+    x_test, y_test = load_prepared(paths, "test")
 
     import keras
     import mlflow
@@ -59,19 +81,30 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
     from pipeline.models import build_model
 
     keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
-    model = build_model(cfg)
+    model = build_model(cfg, total_steps=cfg.epochs * math.ceil(len(x_fit) / cfg.batch_size))
+    callbacks = [_epoch_callback(x_test, y_test)]
+    if cfg.early_stopping.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=cfg.early_stopping.patience,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
     tags = tracking.run_tags(paths.root, paths.prepared, entry_point)
     with tracking.active_run(paths.root, run_name=tracking.run_name(cfg), tags=tags) as run:
         mlflow.log_params(tracking.flat_params(cfg))
         fit = model.fit(
-            x_train,
-            y_train,
+            x_fit,
+            y_fit,
+            validation_data=(x_val, y_val) if len(x_val) else None,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
-            callbacks=[_epoch_logger()],
+            callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
-        history = {f"train_{k}": [float(v) for v in vs] for k, vs in fit.history.items()}
+        history = {history_name(k): [float(v) for v in vs] for k, vs in fit.history.items()}
 
         with atomic_path(paths.model) as tmp:
             model.save(tmp)

@@ -31,12 +31,22 @@ def test_defaults_are_the_seed() -> None:
     assert cfg.data.train_samples is None
 
 
-@pytest.mark.parametrize("name", list(Activation.__members__))
-def test_every_activation_is_one_keras_knows(name: str) -> None:
+# prelu and maxout are layers (pipeline/layers.py), not Keras activation functions.
+@pytest.mark.parametrize(
+    "name", [a for a in Activation.__members__ if a not in ("prelu", "maxout")]
+)
+def test_every_activation_function_is_one_keras_knows(name: str) -> None:
     import keras
 
     cfg = validate(compose([f"activation={name}"]))
     assert callable(keras.activations.get(cfg.activation.value))
+
+
+def test_cnn_brings_its_schedule_which_overrides_still_replace() -> None:
+    cfg = validate(compose(["model=cnn"]))
+    assert (cfg.model.name, cfg.epochs, cfg.lr_schedule.name) == ("cnn", 10, "cosine")
+    assert validate(compose(["model=cnn", "epochs=2"])).epochs == 2
+    assert validate(compose(["epochs=2", "model=cnn"])).epochs == 2
 
 
 def test_swish_is_recorded_as_silu() -> None:
@@ -54,7 +64,7 @@ def test_every_group_choice_composes(group: str) -> None:
     [
         ("activation=foo", "activation: invalid value 'foo'; valid choices: relu, leaky_relu,"),
         ("optimizer=adamw", "optimizer: invalid value 'adamw'; valid choices: rmsprop, adam, sgd"),
-        ("model=resnet", "model: invalid value 'resnet'; valid choices: mlp"),
+        ("model=resnet", "model: invalid value 'resnet'; valid choices: cnn, mlp"),
         ("epochs=0", "epochs: invalid value 0; must be a positive integer"),
         ("epochs=-3", "epochs: invalid value -3; must be a positive integer"),
         ("batch_size=0", "batch_size: invalid value 0; must be a positive integer"),
@@ -64,13 +74,33 @@ def test_every_group_choice_composes(group: str) -> None:
         ("optimizer.learning_rate=0", "optimizer.learning_rate: invalid value 0.0; must be pos"),
         ("model.hidden_units=[512,0]", "model.hidden_units: invalid value [512, 0]; must be a"),
         ("data.train_samples=0", "data.train_samples: invalid value 0; must be null (all)"),
+        ("activation_args.pieces=1", "activation_args.pieces: invalid value 1; must be at least 2"),
+        ("activation_args.alpha=-1", "activation_args.alpha: invalid value -1.0; must be non-neg"),
+        ("activation_args.negative_slope=-0.1", "activation_args.negative_slope: invalid value"),
+        ("lr_schedule=linear", "lr_schedule: invalid value 'linear'; valid choices: constant,"),
+        ("val_split=1.0", "val_split: invalid value 1.0; must be in [0, 1)"),
+        (
+            "early_stopping.patience=3",
+            "early_stopping.patience: invalid value 3; must be null unless",
+        ),
+        (
+            "early_stopping.patience=0",
+            "early_stopping.patience: invalid value 0; must be null (off)",
+        ),
+        ("model.dropout=1.0", "model.dropout: invalid value 1.0; must be in [0, 1)"),
+        ("model.l2=-0.001", "model.l2: invalid value -0.001; must be non-negative"),
+        (
+            "model=cnn model.filters=[32,-1]",
+            "model.filters: invalid value [32, -1]; must be a list",
+        ),
+        ("model=cnn model.kernel_size=0", "model.kernel_size: invalid value 0; must be a positive"),
         ("epoch=3", "unknown key 'epoch'; valid keys: model, optimizer, data, activation,"),
         ("+optimizer.foo=1", "unknown key 'optimizer.foo' in 'optimizer'; valid keys: name,"),
     ],
 )
 def test_invalid_values_are_refused_in_one_line(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
-        validate(compose([override]))
+        validate(compose(override.split()))
     assert str(err.value).startswith(expected)
     assert "\n" not in str(err.value)
 

@@ -94,6 +94,16 @@ def test_nothing_to_do_after_repro(reproduced, env) -> None:
         assert f"Stage '{stage}' didn't change, skipping" in again
 
 
+def test_plots_show_train_versus_test_per_epoch(reproduced, env) -> None:
+    repo, _ = reproduced
+    shown = json.loads(sh(repo, "dvc", "plots", "show", "--json", env=env).stdout)["data"]
+    (curves,) = [v for k, v in shown.items() if k.startswith("Accuracy per epoch")]
+    points = curves[0]["content"]["data"]["values"]
+    assert "train_accuracy" in json.dumps(points) and "test_accuracy" in json.dumps(points)
+    assert sorted({int(float(p["epoch"])) for p in points}) == [1, 2, 3, 4, 5]
+    assert any(k.startswith("Confusion matrix") for k in shown)
+
+
 def test_dvc_run_is_in_the_project_store(reproduced) -> None:
     from pipeline.tracking import dvc_dir_md5
 

@@ -52,6 +52,15 @@ def test_stage_params_exist_in_the_config() -> None:
             assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key
 
 
+def test_each_model_has_a_module_and_a_config_of_its_name() -> None:
+    from pipeline.models import MODELS
+
+    for name in MODELS:
+        assert (ROOT / "pipeline" / "models" / f"{name}.py").is_file()
+        assert (ROOT / "conf" / "model" / f"{name}.yaml").is_file()
+    assert {p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")} == set(MODELS)
+
+
 def test_generated_files_are_ignored_by_git() -> None:
     for path in ("data/raw/x", "models/model.keras", "mlflow.db", "mlruns/1", "outputs/x",
                  "multirun/x", ".venv/bin/python"):  # fmt: skip

@@ -14,7 +14,7 @@ from conftest import config
 from pipeline import tracking
 from pipeline.evaluate import evaluate, score
 from pipeline.paths import Paths
-from pipeline.preprocess import DataError, load_prepared
+from pipeline.preprocess import DataError, load_prepared, split_validation
 from pipeline.train import train
 
 METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap"}
@@ -94,6 +94,13 @@ def test_reports_per_class_and_confusion(trained) -> None:
     with open(paths.history) as f:
         history = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in history] == [1]
+    assert set(history[0]) == {
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "test_loss",
+        "test_accuracy",
+    }
     for png in (paths.confusion_plot, paths.learning_curves):
         assert_png(png)
 
@@ -119,13 +126,51 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert tags["entry_point"] == "api"
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
     assert tags["dvc_data_md5"] == tracking.dvc_dir_md5(paths.prepared)
-    history = client.get_metric_history(run.info.run_id, "epoch/train_accuracy")
-    assert [m.step for m in history] == [1]
-    assert history[0].value == pytest.approx(result["history"]["train_accuracy"][0])
+    for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss"):
+        history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
+        assert [m.step for m in history] == [1]
+        assert history[0].value == pytest.approx(result["history"][name][0])
+    # After the last epoch, the per-epoch test score is the final one.
+    assert result["history"]["test_accuracy"][-1] == pytest.approx(
+        metrics["test_accuracy"], abs=1e-6
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "plots", "model"} <= artifacts
     local = Path(client.download_artifacts(run.info.run_id, "model/model.keras"))
     assert local.read_bytes() == paths.model.read_bytes()
+
+
+def test_validation_split_and_early_stopping_keep_the_best_weights(
+    small_project, tmp_path: Path
+) -> None:
+    import keras
+    import mlflow
+
+    paths, cfg = small_project
+    cfg = config(
+        "data.train_samples=6000",
+        "data.test_samples=2000",
+        "epochs=4",
+        "val_split=0.25",
+        "early_stopping.patience=1",
+        "optimizer.learning_rate=0.01",
+    )
+    run_paths = Paths(root=paths.root, out=tmp_path)
+    result = train(cfg, run_paths)
+    metrics = evaluate(cfg, run_paths)
+    history = result["history"]
+    assert {"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(history)
+    epochs = len(history["val_loss"])
+    names = set(mlflow.MlflowClient().get_run(result["run_id"]).data.metrics)
+    assert {"epoch/val_accuracy", "epoch/test_accuracy", "epoch/train_accuracy"} <= names
+    x_fit, y_fit, x_val, y_val = split_validation(*load_prepared(paths, "train"), 0.25)
+    assert (len(x_fit), len(x_val)) == (4500, 1500)
+    model = keras.saving.load_model(run_paths.model, safe_mode=True)
+    # The saved weights are the best epoch's, not the last one's.
+    assert score(model, x_val, y_val)[1] == pytest.approx(min(history["val_loss"]), abs=1e-4)
+    # Training accuracy is measured on the 4,500 images fitted, not the held-out ones.
+    assert metrics["train_accuracy"] == pytest.approx(score(model, x_fit, y_fit)[0], abs=1e-6)
+    assert 1 <= epochs <= 4
 
 
 def test_same_config_gives_the_same_metrics(small_project, tmp_path: Path) -> None:

@@ -1,0 +1,78 @@
+"""Every activation in every model, on real MNIST: trains, saves, reloads in a fresh process
+with Keras' safe_mode, and predicts exactly as before."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from pipeline.config import MODELS, Activation, compose, validate
+from pipeline.preprocess import load_prepared
+
+# Small versions of each model keep 30 trainings quick; the layers are the shipped ones.
+SIZES = {
+    "mlp": ["model.hidden_units=[64]"],
+    "cnn": ["model.filters=[8,16]", "model.dense_units=32"],
+}
+ACTIVATIONS = [a.name for a in Activation]  # swish is silu's alias, not listed again
+COMBOS = [(m, a) for m in MODELS for a in ACTIVATIONS]
+EPOCHS = 3  # on 2,000 images: enough for the slowest learners (sigmoid, maxout) to show
+
+RELOAD = """
+import sys
+import keras
+import numpy as np
+import pipeline.layers  # registers the project's layers, as evaluate does
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    model = keras.saving.load_model(path, safe_mode=True)
+    np.save(path.replace(".keras", ".reloaded.npy"), model.predict(x, verbose=0))
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(make_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    import keras
+
+    from pipeline.models import build_model
+
+    paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
+    x, y = load_prepared(paths, "train")
+    x_test, y_test = load_prepared(paths, "test")
+    out = tmp_path_factory.mktemp("models")
+    np.save(out / "x_test.npy", x_test)
+    accuracy = {}
+    for model_name, activation in COMBOS:
+        overrides = [f"model={model_name}", *SIZES[model_name], f"activation={activation}"]
+        cfg = validate(compose([*overrides, f"epochs={EPOCHS}", "batch_size=64"]))
+        keras.utils.set_random_seed(0)
+        model = build_model(cfg, total_steps=EPOCHS * len(x) // 64)
+        model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0)
+        model.save(out / f"{model_name}-{activation}.keras")
+        probs = model.predict(x_test, verbose=0)
+        np.save(out / f"{model_name}-{activation}.npy", probs)
+        accuracy[model_name, activation] = float((probs.argmax(1) == y_test.argmax(1)).mean())
+        keras.backend.clear_session()
+    files = sorted(str(p) for p in out.glob("*.keras"))
+    subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out / "x_test.npy"), *files],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=600,
+    )
+    return out, accuracy
+
+
+@pytest.mark.parametrize(("model", "activation"), COMBOS)
+def test_trains_saves_and_reloads_identically(trained, model: str, activation: str) -> None:
+    out, accuracy = trained
+    assert accuracy[model, activation] > 0.5, sorted(accuracy.items(), key=lambda kv: kv[1])[:6]
+    before = np.load(out / f"{model}-{activation}.npy")
+    after = np.load(out / f"{model}-{activation}.reloaded.npy")
+    np.testing.assert_array_equal(after, before)
