@@ -30,8 +30,12 @@ lint: $(INSTALLED)
 params: $(INSTALLED)  ## regenerate params.yaml from conf/ (as `dvc exp run` does)
 	python -m pipeline.config > params.yaml.tmp && mv params.yaml.tmp params.yaml
 
-ui: $(INSTALLED)  ## browse the runs: MLflow's UI on http://127.0.0.1:5000
-	mlflow ui --host 127.0.0.1 --port 5000
+UI_PORT ?= 5000
+STORE := sqlite:///$(CURDIR)/mlflow.db
+ui: $(INSTALLED)  ## browse the runs: MLflow's UI on 127.0.0.1 (only this machine can reach it)
+	@MLFLOW_TRACKING_URI=$(STORE) python -c 'from pathlib import Path; \
+	from pipeline.tracking import ui_link; print("The mnist runs:", ui_link(Path(), $(UI_PORT)))'
+	mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(UI_PORT)
 
 clean:  ## remove the pipeline's outputs (not the DVC cache, not the MLflow store)
 	rm -rf data models outputs multirun reports/plots

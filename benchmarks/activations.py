@@ -66,9 +66,8 @@ def run_all(configs: list[tuple[str, list[str]]], root: Path, out: Path) -> list
 
 
 def write_results(rows: list[dict], out: Path, setup: str) -> None:
-    from matplotlib.figure import Figure
-
-    from pipeline.io import atomic_path, write_text
+    from pipeline import plots
+    from pipeline.io import write_text
 
     ranked = sorted(rows, key=lambda r: -r["test_accuracy"])
     lines = [
@@ -97,26 +96,13 @@ def write_results(rows: list[dict], out: Path, setup: str) -> None:
     ]
     write_text(out / "results.md", "\n".join(lines))
 
-    fig = Figure(figsize=(12, 5))
-    ax = fig.add_subplot()
-    xs = range(len(ranked))
-    width = 0.4
-    ax.bar([x - width / 2 for x in xs], [r["train_accuracy"] for r in ranked], width,
-           label="train")  # fmt: skip
-    ax.bar([x + width / 2 for x in xs], [r["test_accuracy"] for r in ranked], width,
-           label="test")  # fmt: skip
-    for x, r in zip(xs, ranked, strict=True):
-        ax.annotate(f"{r['generalization_gap'] * 100:+.2f}", (x, r["train_accuracy"]),
-                    ha="center", va="bottom", fontsize=8)  # fmt: skip
-    ax.set_xticks(list(xs), [r["label"] for r in ranked], rotation=45, ha="right")
-    low = min(r["test_accuracy"] for r in ranked)
-    ax.set_ylim(max(0.0, low - 0.01), 1.0)
-    ax.set_ylabel("accuracy")
-    ax.set_title("Train versus test accuracy (labels: gap in points)")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    with atomic_path(out / "results.png") as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plots.accuracy_bars(
+        [r["label"] for r in ranked],
+        [r["train_accuracy"] for r in ranked],
+        [r["test_accuracy"] for r in ranked],
+        out / "results.png",
+        "Train versus test accuracy per activation",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,26 @@ from typing import Any
 from omegaconf import DictConfig
 
 from pipeline.config import PipelineError, load_params
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that runs end KILLED, not RUNNING."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def handle_signals() -> None:
+    """Make SIGTERM interrupt the process the way SIGINT does (it would otherwise end it on
+    the spot, leaving its MLflow run RUNNING forever)."""
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def interrupted(err: KeyboardInterrupt) -> None:
+    """Report an interruption in one line and exit with the shell's status for the signal."""
+    print(f"interrupted: {err or 'SIGINT'}", file=sys.stderr)
+    sys.exit(143 if isinstance(err, Terminated) else 130)
 
 
 def fail(err: BaseException) -> None:
@@ -25,7 +46,10 @@ def run_stage(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="config file (params.yaml)")
     args = parser.parse_args(argv)
+    handle_signals()
     try:
         stage(load_params(args.params))
     except PipelineError as err:
         fail(err)
+    except KeyboardInterrupt as err:
+        interrupted(err)

@@ -121,6 +121,11 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class TrainConfig:
+    resume: bool = MISSING
+
+
+@dataclass
 class Config:
     # model and optimizer hold one of the schemas below, chosen by their `name`.
     model: Any = MISSING
@@ -134,6 +139,7 @@ class Config:
     lr_schedule: LRSchedule = MISSING
     val_split: float = MISSING
     early_stopping: EarlyStoppingConfig = MISSING
+    train: TrainConfig = MISSING
 
 
 # The config-group choices with their schemas: models register theirs in pipeline/models/;

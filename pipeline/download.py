@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -93,7 +94,22 @@ def _fetch_source(source: str, data: DictConfig, dest: Path) -> None:
     for name in IDX_FILES.values():
         target = dest / name
         _fetch(_join(source, name), target, data)
-        _verify(target, _sha256_gunzip(target), data.idx_sha256[name], "sha256 of content")
+        _verify_idx(target, data.idx_sha256[name])
+
+
+def _verify_idx(path: Path, expected: str) -> None:
+    """Check the sha256 of a gzip-compressed IDX file's content."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ChecksumError(
+            f"{path.name}: corrupt gzip data ({err}); sha256 of the file is "
+            f"{_sha256_file(path)}, expected content sha256 {expected}"
+        ) from None
+    _verify(path, digest.hexdigest(), expected, "sha256 of content")
 
 
 def _verify(path: Path, actual: str, expected: str, what: str) -> None:
@@ -102,38 +118,57 @@ def _verify(path: Path, actual: str, expected: str, what: str) -> None:
 
 
 def _fetch(url: str, target: Path, data: DictConfig) -> None:
-    """Copy one file from a path or URL, retrying transient failures with backoff."""
-    if not _is_url(url):
-        path = _local_path(url)
-        if not path.is_file():
-            raise DownloadError(f"{path.name}: no such file in {path.parent}")
-        shutil.copyfile(path, target)
-        return
+    """Copy one file from a path or URL."""
+    if _is_url(url):
+        return _fetch_http(url, target, data)
+    path = _local_path(url)
+    if not path.is_file():
+        raise DownloadError(f"{path.name}: no such file in {path.parent}")
+    shutil.copyfile(path, target)
+
+
+def _fetch_http(url: str, target: Path, data: DictConfig) -> None:
+    """Download over HTTP, retrying transient failures with backoff.
+
+    A dropped connection resumes from the bytes already received when the server honours
+    HTTP Range requests (206), and starts over when it does not (200).
+    """
+    done, reason = 0, ""
     for attempt in range(1, data.retries + 1):
+        headers = {"Range": f"bytes={done}-"} if done else {}
         try:
-            with urllib.request.urlopen(url, timeout=data.timeout) as response:
-                _copy_with_progress(response, target, response.length)
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=data.timeout) as response:
+                if response.status != 206:
+                    done = 0  # a full response: start the file over
+                total = done + response.length if response.length is not None else None
+                with open(target, "ab" if done else "wb") as f:
+                    done = _copy_with_progress(response, f, target.name, done, total)
+                if response.length:  # announced but never sent: the connection dropped
+                    raise ConnectionError(f"connection lost after {done} of {total} bytes")
             return
         except urllib.error.HTTPError as err:
             reason = f"HTTP {err.code} for {url}"
             if err.code < 500:  # a missing file stays missing: no point retrying
                 raise DownloadError(reason) from None
         except (urllib.error.URLError, OSError) as err:
-            reason = f"{getattr(err, 'reason', err)} for {url}"
+            reason = f"{getattr(err, 'reason', None) or err} for {url}"
         if attempt < data.retries:
-            time.sleep(0.5 * 2 ** (attempt - 1))
-    raise DownloadError(f"{reason} (after {data.retries} attempts)")
+            time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+    attempts = f"{data.retries} attempt{'s' if data.retries > 1 else ''}"
+    raise DownloadError(f"{reason} (after {attempts})")
 
 
-def _copy_with_progress(response, target: Path, total: int | None) -> None:
-    name, done, tty = target.name, 0, sys.stderr.isatty()
-    with open(target, "wb") as f:
-        while chunk := response.read(_CHUNK):
-            f.write(chunk)
-            done += len(chunk)
-            if tty:
-                print(f"\r{_progress(name, done, total)}", end="", file=sys.stderr, flush=True)
+def _copy_with_progress(response, f, name: str, done: int, total: int | None) -> int:
+    """Append the response body to `f`, drawing a progress bar on a terminal."""
+    tty = sys.stderr.isatty()
+    while chunk := response.read(_CHUNK):
+        f.write(chunk)
+        done += len(chunk)
+        if tty:
+            print(f"\r{_progress(name, done, total)}", end="", file=sys.stderr, flush=True)
     print(("\r" if tty else "") + _progress(name, done, total), file=sys.stderr)
+    return done
 
 
 def _progress(name: str, done: int, total: int | None, width: int = 30) -> str:
@@ -149,17 +184,6 @@ def _sha256_file(path: Path) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _sha256_gunzip(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except (OSError, EOFError) as err:
-        raise ChecksumError(f"{path.name}: not a valid gzip file ({err})") from None
     return digest.hexdigest()
 
 

@@ -8,12 +8,14 @@ MLflow run that trained the model, so DVC and MLflow agree.
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import plots, tracking
-from pipeline.config import validate
+from pipeline.config import PipelineError, validate
 from pipeline.io import atomic_path, write_json
 from pipeline.mnist import NUM_CLASSES
 from pipeline.paths import Paths
@@ -25,14 +27,40 @@ EVAL_BATCH = 2048
 _EPSILON = 1e-7
 
 
+# How many of the most confidently misclassified test digits the gallery shows.
+GALLERY = 24
+
+
 def score(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Accuracy, cross-entropy loss and predicted digits, from one pass of predictions."""
+    """Accuracy, cross-entropy loss and the class probabilities, from one pass of predictions."""
     probs = model.predict(x, batch_size=EVAL_BATCH, verbose=0)
     probs = probs / probs.sum(axis=1, keepdims=True)
     truth = y.argmax(axis=1)
-    predicted = probs.argmax(axis=1)
     p_true = np.clip(probs[np.arange(len(truth)), truth], _EPSILON, 1 - _EPSILON)
-    return float((predicted == truth).mean()), float(-np.log(p_true).mean()), predicted
+    return float((probs.argmax(axis=1) == truth).mean()), float(-np.log(p_true).mean()), probs
+
+
+class ModelError(PipelineError):
+    """The saved model cannot be loaded safely."""
+
+
+def load_model(path: Path):
+    """Load a saved model with Keras' safe_mode, which refuses arbitrary code (Lambda layers).
+
+    Raises:
+        ModelError: the file is missing, damaged, or carries code.
+    """
+    import keras
+
+    import pipeline.layers  # noqa: F401  (registers the custom layers the model may hold)
+
+    if not path.is_file():
+        raise ModelError(f"no model at {path}; run the train stage first")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError) as err:
+        reason = str(err).split("\n")[0]
+        raise ModelError(f"refusing to load {path}: {reason}") from None
 
 
 def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
@@ -43,24 +71,19 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     """
     cfg = validate(cfg)
     paths = paths or Paths.project()
-    import json
-
-    import keras
     import mlflow
 
-    import pipeline.layers  # noqa: F401  (registers the custom layers the model may hold)
-
-    # safe_mode refuses models that carry arbitrary code (Lambda layers).
-    model = keras.saving.load_model(paths.model, safe_mode=True)
+    model = load_model(paths.model)
     # Training accuracy is measured on what the model was fitted on: without the validation
     # split when there is one.
     x_fit, y_fit, _, _ = split_validation(*load_prepared(paths, "train"), cfg.val_split)
     x_test, y_test = load_prepared(paths, "test")
     results = {}
     for split, (x, y) in {"train": (x_fit, y_fit), "test": (x_test, y_test)}.items():
-        accuracy, loss, predicted = score(model, x, y)
+        accuracy, loss, probs = score(model, x, y)
         results[split] = {"accuracy": accuracy, "loss": loss}
-    truth = y_test.argmax(axis=1)  # `predicted` is the test split's, scored last
+    truth = y_test.argmax(axis=1)  # `probs` are the test split's, scored last
+    predicted = probs.argmax(axis=1)
     matrix = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(matrix, (truth, predicted), 1)
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
@@ -84,6 +107,13 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     run = json.loads(paths.run_info.read_text())
     title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
     plots.confusion_matrix(matrix, paths.confusion_plot, title)
+    wrong = np.flatnonzero(predicted != truth)
+    confidence = probs[wrong, predicted[wrong]]
+    worst = wrong[np.argsort(-confidence)][:GALLERY]
+    plots.misclassified_gallery(
+        np.asarray(x_test[worst]), truth[worst], predicted[worst],
+        probs[worst, predicted[worst]], paths.misclassified_plot,
+    )  # fmt: skip
 
     with tracking.active_run(paths.root, run_id=run["run_id"], run_name=run["run_name"]):
         mlflow.log_metrics(metrics)
@@ -92,6 +122,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
         mlflow.log_artifact(str(paths.per_class))
         mlflow.log_artifact(str(paths.confusion))
         mlflow.log_artifact(str(paths.confusion_plot), "plots")
+        mlflow.log_artifact(str(paths.misclassified_plot), "plots")
     print(json.dumps(metrics))
     return metrics
 

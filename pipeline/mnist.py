@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,21 +56,42 @@ def read_idx_gz(path: Path) -> np.ndarray:
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise ValueError(f"{path.name}: not a valid gzip file ({err})") from None
     return parse_idx(data, path.name)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read Keras' mnist.npz (never unpickling anything)."""
+    """Read Keras' mnist.npz: never unpickling, and checking each array's declared size
+    against the bytes stored before allocating it."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = set(IDX_FILES) - set(npz.files)
+        with zipfile.ZipFile(path) as archive:
+            missing = {f"{k}.npy" for k in IDX_FILES} - set(archive.namelist())
             if missing:
-                raise ValueError(f"{path.name}: missing arrays {sorted(missing)}")
-            return {key: npz[key] for key in IDX_FILES}
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path.name}: not a valid npz file ({err})") from None
+                raise ValueError(f"missing arrays {sorted(missing)}")
+            return {key: _read_npy(archive, f"{key}.npy") for key in IDX_FILES}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path.name}: not a valid MNIST npz file ({err})") from None
+
+
+def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    fmt = np.lib.format
+    info = archive.getinfo(name)
+    with archive.open(info) as f:
+        major, _ = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
+        if dtype.hasobject:
+            raise ValueError(f"{name} holds Python objects, which are never unpickled")
+        declared = int(np.prod(shape, dtype=np.uint64)) * dtype.itemsize
+        if declared != info.file_size - f.tell():
+            raise ValueError(
+                f"{name} declares shape {shape} ({declared} bytes) "
+                f"but holds {info.file_size - f.tell()}"
+            )
+        data = f.read()
+    array = np.frombuffer(data, dtype=dtype)
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -68,3 +68,7 @@ class Paths:
     @property
     def confusion_plot(self) -> Path:
         return self.out / "reports" / "plots" / "confusion_matrix.png"
+
+    @property
+    def misclassified_plot(self) -> Path:
+        return self.out / "reports" / "plots" / "misclassified.png"

@@ -68,3 +68,65 @@ def confusion_matrix(matrix: np.ndarray, path: Path, title: str) -> None:
     fig.colorbar(shown, ax=ax, label="log(1 + count)")
     ax.set_title(title)
     _save(fig, path)
+
+
+def accuracy_bars(
+    labels: list[str], train: list[float], test: list[float], path: Path, title: str
+) -> None:
+    """Train and test accuracy side by side per run, each pair labelled with its gap."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 0.7 * len(labels) + 2), 5))
+    ax = fig.add_subplot()
+    xs = np.arange(len(labels))
+    width = 0.4
+    ax.bar(xs - width / 2, train, width, label="train")
+    ax.bar(xs + width / 2, test, width, label="test")
+    for x, tr, te in zip(xs, train, test, strict=True):
+        ax.annotate(f"{(tr - te) * 100:+.2f}", (x, max(tr, te)), ha="center", va="bottom",
+                    fontsize=8)  # fmt: skip
+    ax.set_xticks(xs, labels, rotation=45, ha="right")
+    ax.set_ylim(max(0.0, min(test + train) - 0.01), 1.0)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title} (labels: gap, train minus test, in points)")
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def curves_overlay(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
+    """Per-epoch accuracy of several runs: train solid, held-out dashed, one colour per run."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6))
+    ax = fig.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    for color, (label, series) in zip(colors, curves.items(), strict=True):
+        for name, values in series.items():
+            style = "-" if name.startswith("train") else "--"
+            ax.plot(range(1, len(values) + 1), values, style, color=color, marker=".",
+                    label=f"{label} {name.split('_')[0]}")  # fmt: skip
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    _save(fig, path)
+
+
+def misclassified_gallery(
+    images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+    path: Path, cols: int = 8,
+) -> None:  # fmt: skip
+    """Test digits the model got wrong, each titled true -> predicted (confidence)."""
+    from matplotlib.figure import Figure
+
+    rows = max(1, -(-len(images) // cols))
+    fig = Figure(figsize=(cols * 1.3, rows * 1.55))
+    for i in range(len(images)):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.imshow(images[i].reshape(28, 28), cmap="binary")
+        ax.set_title(f"{truth[i]}→{predicted[i]} ({confidence[i]:.0%})", fontsize=9)
+        ax.axis("off")
+    fig.suptitle("Most confidently misclassified test digits: true → predicted (confidence)")
+    _save(fig, path)

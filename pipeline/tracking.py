@@ -26,8 +26,9 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
 # DVC runs queued experiments in copies of the project under this directory.
 _DVC_EXP_COPIES = (".dvc", "tmp", "exps")
-# Params that identify the download, not the model: the data hash tag already covers them.
-_UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256")
+# Keys that do not shape a run's result: the download's checksums (the data hash tag covers
+# the data) and whether an interrupted run was resumed (its params must not change).
+_UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256", "train.resume")
 
 
 def store_root(root: Path) -> Path:
@@ -146,7 +147,10 @@ def _run_exists(run_id: str) -> bool:
 
 @contextmanager
 def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
-    """`mlflow.start_run` that also records why a failed run failed, as the tag `error`."""
+    """`mlflow.start_run` that also records why a run failed, as the tag `error`.
+
+    A run stopped by an exception ends FAILED; one interrupted (SIGINT, SIGTERM) ends KILLED.
+    """
     import mlflow
 
     exp_id = experiment_id(root)
@@ -160,4 +164,34 @@ def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
             yield run
         except BaseException as err:
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (see pipeline.cli)
+                mlflow.end_run("KILLED")
             raise
+
+
+def ui_link(root: Path, port: int = 5000) -> str:
+    """The `mnist` runs table in MLflow's UI, in its Model training view (MLflow 3 opens on
+    its GenAI overview otherwise, where training runs do not show)."""
+    return (
+        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(root)}"
+        "/runs?workflowType=machine_learning"
+    )
+
+
+def epoch_history(run_id: str) -> dict[str, list[float]]:
+    """The run's per-epoch metrics (`epoch/...`), by name without the prefix, in epoch order.
+
+    Where an epoch was logged twice (retrained after an interruption), the later value counts.
+    """
+    import mlflow
+
+    mlflow.flush_async_logging()
+    client = mlflow.MlflowClient()
+    history = {}
+    for key in sorted(client.get_run(run_id).data.metrics):
+        if key.startswith("epoch/"):
+            by_step = {}
+            for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+                by_step[m.step] = m.value
+            history[key.removeprefix("epoch/")] = [by_step[s] for s in sorted(by_step)]
+    return history

@@ -10,19 +10,31 @@ Two ways in:
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
+import shutil
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import plots, tracking
-from pipeline.config import CONF_DIR, ConfigError, check_overrides, validate
+from pipeline.config import CONF_DIR, ConfigError, PipelineError, check_overrides, validate
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
 from pipeline.preprocess import load_prepared, split_validation
+
+# Where unfinished trainings keep their progress (weights, optimizer state, epoch, run id).
+RESUME_DIR = ".resume"
+
+
+class DivergedError(PipelineError):
+    """Training diverged: the loss is no longer a number."""
 
 
 def _epoch_callback(x_test: np.ndarray, y_test: np.ndarray) -> Any:
@@ -43,6 +55,9 @@ def _epoch_callback(x_test: np.ndarray, y_test: np.ndarray) -> Any:
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs if logs is not None else {}
+            if not math.isfinite(logs.get("loss", 0.0)):
+                # Nothing more can be learnt; stop, and fail the run with the reason.
+                raise DivergedError(f"loss became NaN at epoch {epoch + 1}")
             test = self.model.evaluate(
                 x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True
             )
@@ -59,13 +74,19 @@ def history_name(keras_name: str) -> str:
     return keras_name if keras_name.startswith(("val_", "test_")) else f"train_{keras_name}"
 
 
-def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api") -> dict:
+def train(
+    cfg: DictConfig,
+    paths: Paths | None = None,
+    entry_point: str = "api",
+    tags: dict[str, str] | None = None,
+) -> dict:
     """Train the configured model on the prepared training set and log an MLflow run.
 
     Args:
         cfg: A composed config (validated here).
         paths: Where data is read and the run's files written (default: the project in cwd).
         entry_point: Recorded as a tag: `dvc`, `cli` or `api`.
+        tags: More run tags, such as `mlflow.parentRunId` for a sweep's job.
 
     Returns:
         `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics).
@@ -92,10 +113,19 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
                 verbose=1,
             )
         )
-    tags = tracking.run_tags(paths.root, paths.prepared, entry_point)
-    with tracking.active_run(paths.root, run_name=tracking.run_name(cfg), tags=tags) as run:
+    # Progress of this configuration, kept until the run completes, for `train.resume=true`.
+    progress = paths.root / RESUME_DIR / _digest(cfg)
+    resumed = _interrupted_run(progress) if cfg.train.resume else None
+    if resumed is None:
+        shutil.rmtree(progress, ignore_errors=True)  # start afresh
+    callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
+    tags = {**tracking.run_tags(paths.root, paths.prepared, entry_point), **(tags or {})}
+    with tracking.active_run(
+        paths.root, run_id=resumed, run_name=tracking.run_name(cfg), tags=tags
+    ) as run:
+        write_json(progress / "run.json", {"run_id": run.info.run_id})
         mlflow.log_params(tracking.flat_params(cfg))
-        fit = model.fit(
+        model.fit(
             x_fit,
             y_fit,
             validation_data=(x_val, y_val) if len(x_val) else None,
@@ -104,7 +134,8 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
-        history = {history_name(k): [float(v) for v in vs] for k, vs in fit.history.items()}
+        # The run's own record holds every epoch, those before an interruption included.
+        history = tracking.epoch_history(run.info.run_id)
 
         with atomic_path(paths.model) as tmp:
             model.save(tmp)
@@ -113,9 +144,55 @@ def train(cfg: DictConfig, paths: Paths | None = None, entry_point: str = "api")
         write_json(paths.run_info, {"run_id": run.info.run_id, "run_name": run.info.run_name})
         mlflow.log_artifact(str(paths.learning_curves), "plots")
         mlflow.log_artifact(str(paths.history))
-        mlflow.log_artifact(str(paths.model), "model")
+        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+        mlflow.log_text("\n".join(lines) + "\n", "model_summary.txt")
+        _log_mlflow_model(model, x_test[:5])
+    shutil.rmtree(progress, ignore_errors=True)
     print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {mlflow.get_tracking_uri()}")
     return {"run_id": run.info.run_id, "model": paths.model, "history": history}
+
+
+def _digest(cfg: DictConfig) -> str:
+    """Names one configuration's progress: everything but `train.resume` itself."""
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    plain["train"].pop("resume")
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _interrupted_run(progress: Path) -> str | None:
+    """The MLflow run of an interrupted training of this configuration, if one left progress."""
+    if (progress / "run.json").is_file() and (progress / "state").is_dir():
+        run_id = json.loads((progress / "run.json").read_text())["run_id"]
+        print(f"resuming MLflow run {run_id} from its last completed epoch")
+        return run_id
+    print("train.resume: no interrupted run of this configuration; starting afresh")
+    return None
+
+
+def _log_mlflow_model(model: Any, example: np.ndarray) -> None:
+    """Log the model in MLflow's format, with its signature and an input example, so that
+    `mlflow models predict -m runs:/<run id>/model` can score it."""
+    import keras
+    import mlflow
+    import tensorflow as tf
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(np.asarray(example), model.predict(example, verbose=0))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        # mlflow.keras.log_model fails when given an input example (mlflow issue 16183):
+        # saving into an existing directory, then logging it, gives the same artifacts.
+        path.mkdir()
+        mlflow.keras.save_model(
+            model,
+            str(path),
+            signature=signature,
+            input_example=np.asarray(example),
+            pip_requirements=[f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"],
+        )
+        mlflow.log_artifacts(str(path), "model")
 
 
 def _write_history(history: dict[str, list[float]], path: Path) -> None:
@@ -142,14 +219,28 @@ def ensure_data(cfg: DictConfig, paths: Paths) -> None:
     preprocess(cfg, paths)
 
 
-def run_cli(cfg: DictConfig, out: Path) -> dict:
-    """One `python -m pipeline.train` job: data if needed, train, evaluate, one MLflow run."""
-    from pipeline.evaluate import evaluate
+def run_cli(cfg: DictConfig) -> dict:
+    """One `python -m pipeline.train` job: data if needed, train, evaluate, one MLflow run.
 
+    The run's files go to Hydra's job directory; a sweep's job is tagged as a child of the
+    sweep's parent run (see pipeline/sweep.py).
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from pipeline.evaluate import evaluate
+    from pipeline.sweep import parent_run_id
+
+    hydra = HydraConfig.get()
     cfg = validate(cfg)
-    paths = Paths(root=Path.cwd().resolve(), out=out)
+    paths = Paths(root=Path.cwd().resolve(), out=Path(hydra.runtime.output_dir))
+    tags = {}
+    if hydra.mode == RunMode.MULTIRUN:
+        tags["sweep_job"] = str(hydra.job.num)
+        if parent := parent_run_id(Path(hydra.sweep.dir)):
+            tags["mlflow.parentRunId"] = parent
     ensure_data(cfg, paths)
-    train(cfg, paths, entry_point="cli")
+    train(cfg, paths, entry_point="cli", tags=tags)
     return evaluate(cfg, paths)
 
 
@@ -163,8 +254,10 @@ def main() -> None:
 
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from pipeline.cli import fail
+    from pipeline import sweep
+    from pipeline.cli import fail, handle_signals, interrupted
 
     # Hydra reports a bad override as a multi-line trace; check every job of the command line
     # first so that bad input gets one line and a non-zero exit before anything is written.
@@ -175,10 +268,29 @@ def main() -> None:
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def job(cfg: DictConfig) -> float:
-        metrics = run_cli(cfg, Path(HydraConfig.get().runtime.output_dir))
-        return metrics["test_accuracy"]
+        sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        try:
+            return run_cli(cfg)["test_accuracy"]
+        except PipelineError as err:
+            if not sweeping:
+                fail(err)
+            print(f"error: job {HydraConfig.get().job.num}: {err}", file=sys.stderr)
+        except Exception:
+            if not sweeping:
+                raise
+            traceback.print_exc()
+        # A sweep goes on with its other jobs. The failed job's run is marked FAILED, and so
+        # is the sweep's parent run, which makes the command's exit status 1.
+        return float("nan")
 
-    job()
+    handle_signals()
+    try:
+        job()
+    except KeyboardInterrupt as err:
+        sweep.close_interrupted()
+        interrupted(err)
+    if sweep.last_status == "FAILED":
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,38 @@ def test_exp_run_with_a_bad_value_fails_before_any_stage(reproduced, env) -> Non
     assert "relu7" in result.stderr + result.stdout
     assert "Running stage" not in result.stdout
     assert len(runs(repo)) == before
+
+
+def test_queued_experiments_land_in_the_project_store(reproduced, env) -> None:
+    import time
+
+    repo, _ = reproduced
+    before = {r.info.run_id for r in runs(repo)}
+    sh(repo, "dvc", "exp", "run", "--queue", "-S", "activation=tanh,sigmoid", "-S", "epochs=2",
+       env=env)  # fmt: skip
+    sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            status = sh(repo, "dvc", "queue", "status", env=env).stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(3)
+    finally:
+        sh(repo, "dvc", "queue", "stop", env=env, check=False)
+    assert status.count("Success") == 2, status
+    # They ran in copies under .dvc/tmp/exps, yet logged into the project's store.
+    new = [r for r in runs(repo) if r.info.run_id not in before]
+    assert sorted(r.data.params["activation"] for r in new) == ["sigmoid", "tanh"]
+    assert all(r.info.status == "FINISHED" and "test_accuracy" in r.data.metrics for r in new)
+    names = [r.data.tags["dvc_exp_name"] for r in new]
+    shown = sh(repo, "dvc", "exp", "show", "--csv", env=env).stdout
+    for name, run in zip(names, new, strict=True):
+        (row,) = [line.split(",") for line in shown.splitlines() if name in line.split(",")]
+        assert run.data.params["activation"] in row
+    # `dvc plots diff` overlays the two experiments' curves.
+    diff = json.loads(sh(repo, "dvc", "plots", "diff", *names, "--json", env=env).stdout)["data"]
+    (curves,) = [v for k, v in diff.items() if k.startswith("Accuracy per epoch")]
+    revs = {p["rev"] for p in curves[0]["content"]["data"]["values"]}
+    assert set(names) <= revs

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from conftest import config
 
 from pipeline import tracking
@@ -135,9 +136,44 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
         metrics["test_accuracy"], abs=1e-6
     )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "plots", "model"} <= artifacts
-    local = Path(client.download_artifacts(run.info.run_id, "model/model.keras"))
-    assert local.read_bytes() == paths.model.read_bytes()
+    assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "confusion.csv", "plots",
+            "model", "config.yaml", "model_summary.txt"} <= artifacts  # fmt: skip
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {f"plots/{n}.png" for n in ("learning_curves", "confusion_matrix",
+                                                "misclassified")}  # fmt: skip
+    config = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
+    assert config["activation"] == "relu" and config["model"]["hidden_units"] == [512]
+    summary = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/model_summary.txt")
+    assert "407,050" in summary
+
+
+def test_logged_model_scores_like_the_saved_one(trained, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import keras
+    import mlflow
+
+    paths, result, _ = trained
+    uri = f"runs:/{result['run_id']}/model"
+    x, _ = load_prepared(paths, "test")
+    expected = keras.saving.load_model(paths.model).predict(x[:20], verbose=0)
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(uri).predict(np.asarray(x[:20])),
+                               expected, rtol=1e-5, atol=1e-6)  # fmt: skip
+    # The signature and input example make the model scorable from the command line.
+    info = mlflow.models.get_model_info(uri)
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 784]
+    example = mlflow.artifacts.download_artifacts(f"{uri}/serving_input_example.json")
+    out = tmp_path / "predictions.json"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "predict", "-m", uri, "-i",
+         example, "-t", "json", "-o", str(out), "--env-manager", "local"],
+        check=True, capture_output=True, env=os.environ.copy(), timeout=300,
+    )  # fmt: skip
+    predictions = np.array(json.loads(out.read_text())["predictions"])
+    assert predictions.shape == (5, 10)
+    np.testing.assert_allclose(predictions, expected[:5], rtol=1e-5, atol=1e-6)
 
 
 def test_validation_split_and_early_stopping_keep_the_best_weights(

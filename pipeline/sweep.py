@@ -1,0 +1,96 @@
+"""A Hydra sweep (`python -m pipeline.train -m ...`) as one group in MLflow.
+
+The callback opens a parent run when the sweep starts and writes its id into the sweep
+directory, where every job (in this process or, with a parallel launcher, in another) finds it
+and tags its own run as a child (`mlflow.parentRunId`). When the sweep ends, the parent gets
+the comparison of its children (table and plots from `pipeline.compare`) and a status that
+reflects them: FAILED if any job failed or left no run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from pipeline import tracking
+from pipeline.io import write_json
+
+PARENT_FILE = "mlflow_parent.json"
+# The status the last sweep of this process ended with, for the command's exit status.
+last_status: str | None = None
+# The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
+open_parent: str | None = None
+
+
+def parent_run_id(sweep_dir: Path) -> str | None:
+    """The sweep's parent run, if the callback opened one for this sweep directory."""
+    path = Path(sweep_dir) / PARENT_FILE
+    return json.loads(path.read_text())["run_id"] if path.is_file() else None
+
+
+class MlflowSweep(Callback):
+    """Hydra callback: a parent MLflow run per multirun, finished with its children's report."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = " ".join(config.hydra.overrides.task)
+        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
+        run = client.create_run(
+            tracking.experiment_id(Path.cwd()),
+            run_name=f"sweep {overrides}"[:250],
+            tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
+        )
+        write_json(sweep_dir / PARENT_FILE, {"run_id": run.info.run_id})
+        global open_parent
+        open_parent = run.info.run_id
+        print(f"MLflow sweep run {run.info.run_id}: its jobs are its child runs", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import mlflow
+
+        from pipeline import compare
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        run_id = parent_run_id(sweep_dir)
+        if run_id is None:
+            return
+        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
+        experiment = client.get_run(run_id).info.experiment_id
+        children = client.search_runs(
+            [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
+        )
+        jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
+        failed = [c for c in children if c.info.status != "FINISHED"]
+        evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
+        if evaluated:
+            rows = compare.rows_of(
+                sorted(evaluated, key=lambda c: -c.data.metrics["test_accuracy"])
+            )
+            title = f"sweep of {len(children)} jobs by test accuracy"
+            for path in compare.write_report(rows, sweep_dir / "compare", title):
+                client.log_artifact(run_id, str(path), "compare")
+        status = "FAILED" if failed or len(children) < jobs else "FINISHED"
+        client.set_tag(run_id, "jobs", f"{len(children) - len(failed)} of {jobs} finished")
+        client.set_terminated(run_id, status)
+        global last_status, open_parent
+        last_status, open_parent = status, None
+        print(f"MLflow sweep run {run_id} {status}", file=sys.stderr)
+
+
+def close_interrupted() -> None:
+    """Mark the sweep in progress KILLED: its jobs' runs were interrupted with it."""
+    global open_parent
+    if open_parent is not None:
+        import mlflow
+
+        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
+        client.set_tag(open_parent, "error", "sweep interrupted")
+        client.set_terminated(open_parent, "KILLED")
+        open_parent = None

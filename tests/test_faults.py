@@ -1,0 +1,161 @@
+"""Faults injected for real: interrupted training, diverging runs, unsafe model files, and
+what a run must never record."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE, ROOT
+from omegaconf import OmegaConf
+
+SMALL = [*OFFLINE, "data.train_samples=3000", "data.test_samples=1000", "model.hidden_units=[64]"]
+
+
+def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def cli_runs(uri: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("mnist")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_training_ends_killed_and_leaves_no_model(
+    make_project, tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = start_cli(paths.root, *SMALL, "epochs=500", env={"MLFLOW_TRACKING_URI": uri})
+    try:
+        deadline = time.monotonic() + 120
+        # Interrupt once training is under way: the run has logged an epoch.
+        while not any("epoch/train_loss" in r.data.metrics for r in cli_runs(uri)):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted:")
+    (run,) = cli_runs(uri)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"].startswith(("Terminated: stopped by signal SIGTERM",
+                                              "KeyboardInterrupt"))  # fmt: skip
+    (job_dir,) = (paths.root / "outputs").glob("*/*")
+    models = job_dir / "models"
+    assert not models.exists() or list(models.iterdir()) == []  # nothing half-written
+    # The next run starts cleanly.
+    proc = start_cli(paths.root, *SMALL, "epochs=1", env={"MLFLOW_TRACKING_URI": uri})
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    assert sorted(r.info.status for r in cli_runs(uri)) == ["FINISHED", "KILLED"]
+
+
+def test_diverging_run_fails_with_the_epoch_and_exits_non_zero(
+    make_project, tmp_path: Path
+) -> None:
+    paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = start_cli(paths.root, *SMALL, "epochs=3", "optimizer.learning_rate=1e30",
+                     env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    assert stderr.strip().splitlines()[-1] == "error: loss became NaN at epoch 1"
+    (run,) = cli_runs(uri)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "DivergedError: loss became NaN at epoch 1"
+    assert run.data.metrics.get("epoch/test_accuracy") is None  # stopped at the first NaN
+
+
+def test_a_model_carrying_code_is_refused(tmp_path: Path) -> None:
+    import keras
+
+    from pipeline.evaluate import ModelError, load_model
+
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: x * 2)])
+    path = tmp_path / "model.keras"
+    model.save(path)
+    with pytest.raises(ModelError, match="refusing to load .*model.keras: .*[Ll]ambda"):
+        load_model(path)
+
+
+def test_environment_variables_are_never_logged(small_project, monkeypatch, tmp_path) -> None:
+    import mlflow
+
+    from pipeline.paths import Paths
+    from pipeline.train import train
+
+    secret = "s3cr3t-token-value"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("MNIST_MIRROR", f"https://user:{secret}@mirror.example/")
+    paths, cfg = small_project
+    result = train(cfg, Paths(root=paths.root, out=tmp_path))
+    run = mlflow.MlflowClient().get_run(result["run_id"])
+    recorded = json.dumps([run.data.params, run.data.tags])
+    assert secret not in recorded
+    assert "mirror.example" not in recorded
+    # Params are config keys only.
+    for key in run.data.params:
+        assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key
+
+
+def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
+    make_project, tmp_path: Path
+) -> None:
+    import mlflow
+
+    paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri}
+    args = [*SMALL, "model.hidden_units=[1024,1024]", "epochs=30"]
+    proc = start_cli(paths.root, *args, env=env)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # interrupt after at least two completed epochs
+            runs = cli_runs(uri)
+            if (
+                runs
+                and len(client.get_metric_history(runs[0].info.run_id, "epoch/train_loss")) >= 2
+            ):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    (killed,) = cli_runs(uri)
+    assert killed.info.status == "KILLED"
+    assert any((paths.root / ".resume").iterdir())
+
+    resumed = start_cli(paths.root, *args, "train.resume=true", env=env)
+    stdout, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-2000:]
+    assert f"resuming MLflow run {killed.info.run_id}" in stdout
+    assert "Epoch 1/30" not in stdout + stderr  # the finished epochs were not trained again
+    (run,) = cli_runs(uri)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    steps = {m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")}
+    assert steps == set(range(1, 31))
+    assert "test_accuracy" in run.data.metrics
+    assert list((paths.root / ".resume").iterdir()) == []  # progress dropped once complete
