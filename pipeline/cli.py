@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import sys
 from collections.abc import Callable
@@ -33,7 +34,20 @@ def interrupted(err: KeyboardInterrupt) -> None:
     sys.exit(143 if isinstance(err, Terminated) else 130)
 
 
-def fail(err: BaseException) -> None:
+# Errors of the output's file system, not of the pipeline: said in one line, not a traceback.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def is_write_error(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in _WRITE_ERRNOS
+
+
+def write_failed(err: OSError) -> None:
+    where = f" {err.filename}" if err.filename else ""
+    fail(f"cannot write{where}: {err.strerror}")
+
+
+def fail(err: BaseException | str) -> None:
     """Report an expected failure in one line on stderr and exit with status 1."""
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
@@ -53,3 +67,7 @@ def run_stage(
         fail(err)
     except KeyboardInterrupt as err:
         interrupted(err)
+    except OSError as err:
+        if not is_write_error(err):
+            raise
+        write_failed(err)

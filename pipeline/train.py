@@ -257,7 +257,7 @@ def main() -> None:
     from hydra.types import RunMode
 
     from pipeline import sweep
-    from pipeline.cli import fail, handle_signals, interrupted
+    from pipeline.cli import fail, handle_signals, interrupted, is_write_error, write_failed
 
     # Hydra reports a bad override as a multi-line trace; check every job of the command line
     # first so that bad input gets one line and a non-zero exit before anything is written.
@@ -275,8 +275,10 @@ def main() -> None:
             if not sweeping:
                 fail(err)
             print(f"error: job {HydraConfig.get().job.num}: {err}", file=sys.stderr)
-        except Exception:
+        except Exception as err:
             if not sweeping:
+                if is_write_error(err):
+                    write_failed(err)
                 raise
             traceback.print_exc()
         # A sweep goes on with its other jobs. The failed job's run is marked FAILED, and so

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import urllib.parse
@@ -94,6 +95,28 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
         mp.setenv("DVC_NO_ANALYTICS", "1")
         yield uri
+
+
+def python(
+    cwd: Path, *args: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run this venv's python with `args` in `cwd`, the project importable, output captured.
+
+    Args:
+        env: Variables to set on top of the current environment.
+        check: Assert a zero exit status (showing the end of stderr otherwise).
+    """
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def config(*overrides: str) -> DictConfig:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from conftest import ROOT
+from conftest import ROOT, python
 
 
 def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
@@ -14,15 +10,7 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
     out = paths.root / "docs"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "activations.py"), "--tiny", "--out", str(out)],
-        cwd=paths.root,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    python(paths.root, str(ROOT / "benchmarks" / "activations.py"), "--tiny", "--out", str(out))
     table = (out / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| mlp-") or "| cnn-" in line]
     assert sorted(r.split("|")[1].strip() for r in rows) == [

@@ -4,31 +4,19 @@ one complete MLflow run per job."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, python
 
 SMALL = [*OFFLINE, "epochs=1", "data.train_samples=3000", "data.test_samples=1000"]
 
 
 def run_cli(cwd: Path, *args: str, mirror: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if mirror:
-        env["MNIST_MIRROR"] = mirror
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return python(
+        cwd, "-m", "pipeline.train", *args, env={"MNIST_MIRROR": mirror} if mirror else None
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
 
 
 def runs_tagged(**tags: str) -> list:

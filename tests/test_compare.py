@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, python
 
 SWEEP = ["activation=relu,tanh,elu"]
 SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
@@ -24,12 +24,7 @@ SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=100
 
 
 def run(cwd: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-3000:]
-    return result
+    return python(cwd, *args, env=env, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def store(make_project, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A fresh tracking store holding one 3-job sweep, run through the real CLI."""
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
     uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    env = {"MLFLOW_TRACKING_URI": uri}
     run(paths.root, env, "-m", "pipeline.train", "-m", *SWEEP, *SMALL)
     return {"root": paths.root, "uri": uri, "env": env}
 
@@ -191,7 +186,7 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
 
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    env = {"MLFLOW_TRACKING_URI": uri}
     # A learning rate of 1e30 overflows the weights: the loss is NaN after the first epoch.
     result = run(paths.root, env, "-m", "pipeline.train", "-m",
                  "optimizer.learning_rate=1e30,0.001", *SMALL, check=False)  # fmt: skip

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, python
 from omegaconf import OmegaConf
 
 from pipeline.config import MODELS, OPTIMIZERS, Activation, ConfigError, compose, validate
@@ -117,15 +115,7 @@ def test_params_file_is_validated_like_the_cli(tmp_path: Path) -> None:
 
 
 def run_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return python(cwd, "-m", "pipeline.train", *args, check=False)
 
 
 @pytest.mark.parametrize(

@@ -159,3 +159,44 @@ def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     assert steps == set(range(1, 31))
     assert "test_accuracy" in run.data.metrics
     assert list((paths.root / ".resume").iterdir()) == []  # progress dropped once complete
+
+
+@pytest.fixture(params=["size=256k", "ro"], ids=["disk-full", "read-only"])
+def bad_disk(request: pytest.FixtureRequest, tmp_path: Path):
+    """A real file system that is full (256 KiB) or read-only, mounted for the test."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", request.param, "tmpfs", str(mount)],
+                            capture_output=True)  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"mounting a tmpfs needs root: {result.stderr.decode().strip()}")
+    yield mount, ("No space left on device" if "size" in request.param
+                  else "Read-only file system")  # fmt: skip
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_disk) -> None:
+    import yaml
+
+    from pipeline.config import compose
+
+    mount, reason = bad_disk
+    paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
+    params = OmegaConf.to_container(
+        compose([*SMALL, "epochs=1", "model.hidden_units=[256]"]), resolve=True, enum_to_str=True
+    )
+    (paths.root / "params.yaml").write_text(yaml.safe_dump(params))
+    (paths.root / "models").symlink_to(mount)  # the DVC stage's models/ is on that disk
+    uri = f"sqlite:///{paths.root / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.train", "--params", "params.yaml"],
+        cwd=paths.root, env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot write") and last.endswith(reason), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert list(mount.iterdir()) == []  # no partial file left behind
+    (run,) = cli_runs(uri)
+    assert run.info.status == "FAILED" and reason in run.data.tags["error"]
