@@ -10,12 +10,13 @@ reflects them: FAILED if any job failed or left no run.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
 from pipeline.io import write_json
@@ -25,6 +26,20 @@ PARENT_FILE = "mlflow_parent.json"
 last_status: str | None = None
 # The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
 open_parent: str | None = None
+
+
+def _share_cores(n_jobs: int | None) -> None:
+    """With jobs in parallel on this machine (hydra/launcher=joblib), give each job its share
+    of the cores, so that N TensorFlow processes do not each start a thread per core."""
+    cores = os.cpu_count() or 1
+    if not n_jobs or n_jobs == 1:
+        return
+    jobs = cores if n_jobs < 0 else min(n_jobs, cores)
+    threads = str(max(1, cores // jobs))
+    # Read by TensorFlow (and OpenMP) when a worker process starts; workers inherit them.
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def parent_run_id(sweep_dir: Path) -> str | None:
@@ -39,11 +54,14 @@ class MlflowSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import mlflow
 
+        _share_cores(OmegaConf.select(config, "hydra.launcher.n_jobs"))
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
+        experiment = tracking.experiment_id(Path.cwd())  # first: it creates the store safely
         client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
-        run = client.create_run(
-            tracking.experiment_id(Path.cwd()),
+        run = tracking.retrying(
+            client.create_run,
+            experiment,
             run_name=f"sweep {overrides}"[:250],
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
         )

@@ -8,18 +8,23 @@ the project land in the project's own store.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import random
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ACTIVATION_ARGS
+
+T = TypeVar("T")
 
 EXPERIMENT = "mnist"
 STORE_FILE = "mlflow.db"
@@ -52,21 +57,52 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides for itself
 
 
+# What a SQLite store says while another process holds a lock on it.
+_TRANSIENT = ("database is locked", "UNIQUE constraint")
+
+
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, retried with backoff while the store is busy elsewhere.
+
+    Parallel jobs share one SQLite file: SQLite waits for a lock only so long, and two
+    processes that find no store both try to create it. Other errors are raised at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if attempt == attempts - 1 or not any(t in str(err) for t in _TRANSIENT):
+                raise
+            time.sleep(0.25 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def experiment_id(root: Path) -> str:
     """Point MLflow at the store and return the `mnist` experiment's id, creating it once."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
+
+    def get_or_create() -> str:
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is not None:
+            return experiment.experiment_id
         return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri))
-    except MlflowException:  # another process created it first
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+    if not uri.startswith("sqlite:///"):
+        return retrying(get_or_create)
+    # MLflow creates a new SQLite store's tables with migrations that two processes must not
+    # run at once (they leave it broken): the first to come creates it, the others wait.
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return retrying(get_or_create)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -159,7 +195,7 @@ def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
         print(f"MLflow run {run_id} is not in {tracking_uri(root)}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
-    with mlflow.start_run(experiment_id=exp_id, **start_run_args) as run:
+    with retrying(mlflow.start_run, experiment_id=exp_id, **start_run_args) as run:
         try:
             yield run
         except BaseException as err:

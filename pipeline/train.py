@@ -10,6 +10,7 @@ Two ways in:
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import math
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -114,16 +115,18 @@ def train(
             )
         )
     # Progress of this configuration, kept until the run completes, for `train.resume=true`.
-    progress = paths.root / RESUME_DIR / _digest(cfg)
-    resumed = _interrupted_run(progress) if cfg.train.resume else None
-    if resumed is None:
-        shutil.rmtree(progress, ignore_errors=True)  # start afresh
-    callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
+    progress, lock = _claim_progress(paths.root / RESUME_DIR, _digest(cfg))
+    resumed = _interrupted_run(progress) if cfg.train.resume and progress else None
+    if progress is not None:
+        if resumed is None:
+            shutil.rmtree(progress, ignore_errors=True)  # start afresh
+        callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
     tags = {**tracking.run_tags(paths.root, paths.prepared, entry_point), **(tags or {})}
     with tracking.active_run(
         paths.root, run_id=resumed, run_name=tracking.run_name(cfg), tags=tags
     ) as run:
-        write_json(progress / "run.json", {"run_id": run.info.run_id})
+        if progress is not None:
+            write_json(progress / "run.json", {"run_id": run.info.run_id})
         mlflow.log_params(tracking.flat_params(cfg))
         model.fit(
             x_fit,
@@ -149,7 +152,9 @@ def train(
         model.summary(print_fn=lambda line, **_: lines.append(line))
         mlflow.log_text("\n".join(lines) + "\n", "model_summary.txt")
         _log_mlflow_model(model, x_test[:5])
-    shutil.rmtree(progress, ignore_errors=True)
+    if progress is not None:
+        shutil.rmtree(progress, ignore_errors=True)
+        lock.close()
     print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {mlflow.get_tracking_uri()}")
     return {"run_id": run.info.run_id, "model": paths.model, "history": history}
 
@@ -159,6 +164,23 @@ def _digest(cfg: DictConfig) -> str:
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     plain["train"].pop("resume")
     return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _claim_progress(base: Path, digest: str) -> tuple[Path | None, IO | None]:
+    """This configuration's progress directory, locked for this process.
+
+    Two trainings of one configuration at once (two sweeps, say) must not share it: the
+    second gets none, and keeps no progress to resume. The lock ends with the process.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    lock = open(base / f"{digest}.lock", "w")  # noqa: SIM115  (held for the whole training)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print("another training of this configuration is running: this one cannot be resumed")
+        return None, None
+    return base / digest, lock
 
 
 def _interrupted_run(progress: Path) -> str | None:
