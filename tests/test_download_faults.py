@@ -146,3 +146,19 @@ def test_server_that_never_answers_times_out_then_next_source(
     assert "MNIST_MIRROR" in message
     assert 2 <= elapsed < 30  # two 1 s timeouts and a backoff, not a hang
     assert_real_mnist(paths.raw)
+
+
+def test_file_url_mirror_missing_a_file_is_named(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in list(IDX_FILES.values())[:3]:
+        (partial / name).symlink_to(mnist_dir / name)
+    monkeypatch.setenv("MNIST_MIRROR", partial.as_uri())
+    paths = Paths.project(tmp_path / "project")
+    with pytest.raises(DownloadError) as err:
+        download(config(), paths)
+    message = str(err.value)
+    assert f"{partial.as_uri()}: t10k-labels-idx1-ubyte.gz: no such file in {partial}" in message
+    assert "Set MNIST_MIRROR" in message and not paths.raw.exists()

@@ -70,3 +70,9 @@ def test_generated_files_are_ignored_by_git() -> None:
                  "multirun/x", ".venv/bin/python"):  # fmt: skip
         result = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
         assert result.returncode == 0, f"{path} is not git-ignored"
+
+
+def test_the_ui_binds_to_this_machine_only() -> None:
+    recipe = (ROOT / "Makefile").read_text().split("\nui:", 1)[1].split("\n\n", 1)[0]
+    assert "mlflow ui" in recipe and "--host 127.0.0.1" in recipe
+    assert "0.0.0.0" not in (ROOT / "Makefile").read_text()

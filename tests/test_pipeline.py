@@ -248,3 +248,26 @@ def test_default_store_is_sqlite_at_the_project_root(
 
 def test_config_used_by_fixtures_is_offline() -> None:
     assert list(config().data.sources) == []
+
+
+def test_a_busy_store_is_retried_and_other_errors_are_not() -> None:
+    import sqlite3
+
+    calls = []
+
+    def busy_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "done"
+
+    assert tracking.retrying(busy_twice) == "done" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such column: runs.foo")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        tracking.retrying(broken)
+    assert len(calls) == 1
