@@ -70,7 +70,7 @@ def hidden(
 
     Uses the layer's own `activation=` where possible, which keeps the seed's network exactly
     the seed's; batch normalization goes between the linear part and the activation. Reads
-    `cfg.model.l2` and `cfg.model.batch_norm`, which every model's schema has.
+    `cfg.model.l2` and `cfg.model.batch_norm`, which every model's schema has (`ModelConfig`).
     """
     name = cfg.activation.value
     l2 = cfg.model.l2

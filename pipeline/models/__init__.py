@@ -18,7 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import MISSING, DictConfig
+
+
+@dataclass
+class ModelConfig:
+    """The keys every model's schema has; `pipeline.layers.hidden` reads the last three."""
+
+    name: str = MISSING
+    dropout: float = MISSING
+    l2: float = MISSING
+    batch_norm: bool = MISSING
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,15 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING, DictConfig
 
-from pipeline.models import register
+from pipeline.models import ModelConfig, register
 
 
 @dataclass
-class CNNConfig:
-    name: str = MISSING
+class CNNConfig(ModelConfig):
     filters: list[int] = MISSING
     convs_per_block: int = MISSING
     kernel_size: int = MISSING
     dense_units: int = MISSING
-    dropout: float = MISSING
-    l2: float = MISSING
-    batch_norm: bool = MISSING
 
 
 @register("cnn", CNNConfig)

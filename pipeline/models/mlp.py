@@ -6,16 +6,12 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING, DictConfig
 
-from pipeline.models import register
+from pipeline.models import ModelConfig, register
 
 
 @dataclass
-class MLPConfig:
-    name: str = MISSING
+class MLPConfig(ModelConfig):
     hidden_units: list[int] = MISSING
-    dropout: float = MISSING
-    l2: float = MISSING
-    batch_norm: bool = MISSING
 
 
 @register("mlp", MLPConfig)
