@@ -57,8 +57,10 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides for itself
 
 
-# What a SQLite store says while another process holds a lock on it.
-_TRANSIENT = ("database is locked", "UNIQUE constraint")
+# What a store says while another process holds a lock on it (SQLite), or created the same
+# experiment a moment before (SQLite; PostgreSQL says "duplicate key value violates unique
+# constraint"): lower case, compared with the lower-cased message.
+_TRANSIENT = ("database is locked", "unique constraint")
 
 
 def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: Any) -> T:
@@ -71,7 +73,7 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
         try:
             return call(*args, **kwargs)
         except Exception as err:
-            if attempt == attempts - 1 or not any(t in str(err) for t in _TRANSIENT):
+            if attempt == attempts - 1 or not any(t in str(err).lower() for t in _TRANSIENT):
                 raise
             time.sleep(0.25 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")

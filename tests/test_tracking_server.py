@@ -1,0 +1,206 @@
+"""A shared tracking server: `mlflow server` with a real PostgreSQL backend store and an artifact
+root, the pipeline's CLI pointed at it with `MLFLOW_TRACKING_URI=http://...`, two real trainings
+read back through the server, and the runs found in PostgreSQL itself.
+
+PostgreSQL comes from `MNIST_PIPELINE_POSTGRES_URL` (`postgresql://user:password@host:port/db`,
+a role that may create databases; `.ci/run` starts such a server). Without it the tests are
+skipped, unless `MNIST_PIPELINE_REQUIRE_POSTGRES=1` (or `CI`) is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE, python
+
+URL_VAR = "MNIST_PIPELINE_POSTGRES_URL"
+REQUIRE_VAR = "MNIST_PIPELINE_REQUIRE_POSTGRES"
+DATA = ["data.train_samples=2000", "data.test_samples=500"]
+SMALL = [*OFFLINE, *DATA, "epochs=2", "model.hidden_units=[64]"]
+ACTIVATIONS = ("relu", "tanh")
+EPOCH_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` naming the database `name` instead of its own."""
+    return urllib.parse.urlsplit(url)._replace(path=f"/{name}").geturl()
+
+
+def sql(url: str, query: str, *args: object) -> list[tuple]:
+    """The rows `query` returns in the database at `url` (autocommit: CREATE DATABASE needs it)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+        cursor = connection.execute(query, args or None)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> str:
+    """The PostgreSQL server to use: skipped without one, failed when one is required."""
+    url = os.environ.get(URL_VAR)
+    if not url:
+        msg = (
+            f"no PostgreSQL server: set {URL_VAR}=postgresql://user:password@127.0.0.1:5432/db "
+            "(a role that may create databases) to run the tracking-server tests"
+        )
+        if os.environ.get(REQUIRE_VAR) == "1" or os.environ.get("CI"):
+            pytest.fail(f"{msg} ({REQUIRE_VAR} or CI is set: they must run)")
+        pytest.skip(msg)
+    return url
+
+
+@pytest.fixture(scope="module")
+def database(postgres_url: str) -> Iterator[str]:
+    """A database of its own for this run (reruns start empty), dropped afterwards."""
+    name = f"mnist_pipeline_test_{uuid.uuid4().hex[:12]}"
+    sql(postgres_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(postgres_url, name)
+    finally:
+        sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """`mlflow server` on 127.0.0.1 over the database, serving the artifacts it stores under
+    a directory of its own; stopped whatever the tests do."""
+    base = tmp_path_factory.mktemp("tracking-server")
+    artifacts, log = base / "artifacts", base / "server.log"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             database, "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            # Its job runners (GenAI evaluations, trace rollups) serve no training run: without
+            # them it starts sooner and stops at once.
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text()[-3000:]
+                    raise RuntimeError(f"mlflow server did not start:\n{tail}") from None
+                time.sleep(0.5)
+        yield {"url": url, "database": database, "artifacts": artifacts}
+    finally:
+        # The whole process group: the server and its workers (gone already if it crashed).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def runs(server: dict, make_project) -> dict:
+    """Two real trainings through the CLI, logged to the server; their runs by activation."""
+    import mlflow
+
+    paths, _ = make_project(*DATA)
+    env = {"MLFLOW_TRACKING_URI": server["url"]}
+    for activation in ACTIVATIONS:
+        result = python(paths.root, "-m", "pipeline.train", *SMALL, f"activation={activation}",
+                        f"hydra.run.dir=outputs/{activation}", env=env)  # fmt: skip
+        assert f"in {server['url']}" in result.stdout
+    client = mlflow.MlflowClient(tracking_uri=server["url"])
+    experiment = client.get_experiment_by_name("mnist")
+    found = client.search_runs([experiment.experiment_id])
+    return {
+        "client": client,
+        "experiment": experiment,
+        "by_activation": {r.data.params["activation"]: r for r in found},
+        "count": len(found),
+    }
+
+
+def test_both_runs_finished_with_their_params_and_metrics(runs: dict) -> None:
+    assert runs["count"] == 2 and sorted(runs["by_activation"]) == list(ACTIVATIONS)
+    for activation, run in runs["by_activation"].items():
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"mlp-{activation}-rmsprop-e2-b128"
+        params = run.data.params
+        assert params["epochs"] == "2" and params["model.hidden_units"] == "[64]"
+        assert params["data.train_samples"] == "2000" and params["data.test_samples"] == "500"
+        assert run.data.tags["entry_point"] == "cli"
+        metrics = run.data.metrics
+        assert 0.7 < metrics["test_accuracy"] <= 1 and 0.7 < metrics["train_accuracy"] <= 1
+        assert metrics["generalization_gap"] == pytest.approx(
+            metrics["train_accuracy"] - metrics["test_accuracy"], abs=1e-6
+        )
+
+
+def test_per_epoch_metrics_are_served(runs: dict) -> None:
+    client = runs["client"]
+    for run in runs["by_activation"].values():
+        for name in EPOCH_METRICS:
+            history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
+            assert sorted(m.step for m in history) == [1, 2], name
+        last = max(client.get_metric_history(run.info.run_id, "epoch/test_accuracy"),
+                   key=lambda m: m.step)  # fmt: skip
+        assert last.value == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+
+
+def test_model_and_files_are_stored_and_served_by_the_server(
+    runs: dict, server: dict, tmp_path: Path
+) -> None:
+    # Artifacts go through the server (mlflow-artifacts:/), not to a path the client writes.
+    assert runs["experiment"].artifact_location.startswith("mlflow-artifacts:")
+    client = runs["client"]
+    for run in runs["by_activation"].values():
+        run_id = run.info.run_id
+        listed = {a.path for a in client.list_artifacts(run_id)}
+        assert {"model", "metrics.json", "history.csv", "config.yaml", "plots"} <= listed
+        model = Path(client.download_artifacts(run_id, "model", str(tmp_path / run_id)))
+        assert "keras:" in (model / "MLmodel").read_text()
+        (saved,) = model.rglob("*.keras")
+        assert zipfile.is_zipfile(saved) and saved.stat().st_size > 10_000
+        # The server keeps them under its artifact root.
+        assert len(list(server["artifacts"].rglob(f"{run_id}/artifacts/model/MLmodel"))) == 1
+
+
+def test_runs_are_rows_in_postgresql(runs: dict, server: dict) -> None:
+    rows = sql(
+        server["database"],
+        "SELECT run_uuid, status FROM runs WHERE experiment_id = %s",
+        int(runs["experiment"].experiment_id),
+    )
+    expected = {(r.info.run_id, "FINISHED") for r in runs["by_activation"].values()}
+    assert set(rows) == expected
+    ((epochs,),) = sql(
+        server["database"],
+        "SELECT count(*) FROM metrics WHERE key = 'epoch/test_accuracy' AND run_uuid = ANY(%s)",
+        [run_id for run_id, _ in expected],
+    )
+    assert epochs == 2 * len(ACTIVATIONS)
