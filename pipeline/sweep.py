@@ -9,7 +9,9 @@ reflects them: FAILED if any job failed or left no run.
 
 from __future__ import annotations
 
+import atexit
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,15 +30,45 @@ last_status: str | None = None
 open_parent: str | None = None
 
 
-def _share_cores(n_jobs: int | None) -> None:
-    """With jobs in parallel on this machine (hydra/launcher=joblib), give each job its share
+def _jobs(overrides: list[str]) -> int:
+    """How many jobs the sweep's command-line overrides stand for (`a=1,2 b=x,y`: 4)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    return math.prod(
+        len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed
+    )
+
+
+def _parallel_jobs(config: DictConfig, cores: int) -> int:
+    """How many jobs of the sweep run at once on this machine."""
+    launcher = OmegaConf.select(config, "hydra.launcher._target_", default="")
+    if launcher.endswith(".JoblibLauncher"):
+        n_jobs = config.hydra.launcher.n_jobs or 1
+        # joblib's negative counts are relative to the cores: -1 is all, -2 all but one.
+        workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    elif launcher.endswith("hydra_submitit_launcher.submitit_launcher.LocalLauncher"):
+        workers = 0  # no limit: it starts every job it is handed at once
+    else:
+        # One at a time (Hydra's basic launcher), or on other machines (SLURM), where the
+        # variables set below, exported with each job, would be wrong: there a job gets the
+        # cores SLURM binds to it.
+        return 1
+    jobs = _jobs(config.hydra.overrides.task)
+    if batch := OmegaConf.select(config, "hydra.sweeper.max_batch_size"):
+        jobs = min(jobs, batch)  # the sweeper hands the launcher this many jobs at a time
+    return min(workers, jobs) if workers else jobs
+
+
+def _share_cores(config: DictConfig) -> None:
+    """With jobs in parallel on this machine (joblib, submitit_local), give each job its share
     of the cores, so that N TensorFlow processes do not each start a thread per core."""
     cores = os.cpu_count() or 1
-    if not n_jobs or n_jobs == 1:
+    parallel = min(_parallel_jobs(config, cores), cores)
+    if parallel <= 1:
         return
-    jobs = cores if n_jobs < 0 else min(n_jobs, cores)
-    threads = str(max(1, cores // jobs))
-    # Read by TensorFlow (and OpenMP) when a worker process starts; workers inherit them.
+    threads = str(max(1, cores // parallel))
+    # Read by TensorFlow (and OpenMP) when a job's process starts; job processes inherit them.
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", threads)
     os.environ.setdefault("OMP_NUM_THREADS", threads)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
@@ -54,7 +86,7 @@ class MlflowSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         import mlflow
 
-        _share_cores(OmegaConf.select(config, "hydra.launcher.n_jobs"))
+        _share_cores(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
         experiment = tracking.experiment_id(Path.cwd())  # first: it creates the store safely
@@ -68,6 +100,7 @@ class MlflowSweep(Callback):
         write_json(sweep_dir / PARENT_FILE, {"run_id": run.info.run_id})
         global open_parent
         open_parent = run.info.run_id
+        atexit.register(_close_aborted)
         print(f"MLflow sweep run {run.info.run_id}: its jobs are its child runs", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -102,13 +135,23 @@ class MlflowSweep(Callback):
         print(f"MLflow sweep run {run_id} {status}", file=sys.stderr)
 
 
-def close_interrupted() -> None:
-    """Mark the sweep in progress KILLED: its jobs' runs were interrupted with it."""
+def _close_open_parent(status: str, reason: str) -> None:
     global open_parent
     if open_parent is not None:
         import mlflow
 
         client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
-        client.set_tag(open_parent, "error", "sweep interrupted")
-        client.set_terminated(open_parent, "KILLED")
+        client.set_tag(open_parent, "error", reason)
+        client.set_terminated(open_parent, status)
         open_parent = None
+
+
+def close_interrupted() -> None:
+    """Mark the sweep in progress KILLED: its jobs' runs were interrupted with it."""
+    _close_open_parent("KILLED", "sweep interrupted")
+
+
+def _close_aborted() -> None:
+    """At exit, a parent still open means the sweep stopped before its end (a job's process
+    died, the launcher failed): mark it FAILED rather than leave it RUNNING."""
+    _close_open_parent("FAILED", "sweep aborted before all its jobs returned")
