@@ -28,7 +28,9 @@ class DataError(PipelineError):
 
 def prepare_images(images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, 784) float32 scaled to [0, 1], as the seed does."""
-    return images.reshape(len(images), FEATURES).astype(np.float32) / 255
+    pixels = images.reshape(len(images), FEATURES).astype(np.float32)
+    pixels /= 255  # in place: one float32 copy of the set, not two
+    return pixels
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:

@@ -76,16 +76,18 @@ def build_optimizer(cfg: DictConfig, total_steps: int | None = None):
     return getattr(keras.optimizers, _OPTIMIZERS[cfg.optimizer.name])(**kwargs)
 
 
-def build_model(cfg: DictConfig, total_steps: int | None = None):
+def build_model(cfg: DictConfig, total_steps: int | None = None, steps_per_execution: int = 1):
     """Build and compile the configured model, as the seed compiles it.
 
     Args:
         total_steps: Training steps in all (epochs times batches), for the `lr_schedule`.
+        steps_per_execution: Batches run per call into TensorFlow (Keras' `compile` argument).
     """
     model = MODELS[cfg.model.name].build(cfg)
     model.compile(
         optimizer=build_optimizer(cfg, total_steps),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     return model
