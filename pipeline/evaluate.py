@@ -19,7 +19,7 @@ from pipeline.config import PipelineError, validate
 from pipeline.io import atomic_path, write_json
 from pipeline.mnist import NUM_CLASSES
 from pipeline.paths import Paths
-from pipeline.preprocess import load_prepared, split_validation
+from pipeline.preprocess import as_tensors, load_prepared, read_aligned, split_validation
 
 # Scoring has no gradients to hold, so a big batch is only faster.
 EVAL_BATCH = 2048
@@ -76,8 +76,12 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     model = load_model(paths.model)
     # Training accuracy is measured on what the model was fitted on: without the validation
     # split when there is one.
-    x_fit, y_fit, _, _ = split_validation(*load_prepared(paths, "train"), cfg.val_split)
-    x_test, y_test = load_prepared(paths, "test")
+    (train_x, y_train), (test_x, y_test) = (
+        load_prepared(paths, "train"),
+        load_prepared(paths, "test"),
+    )
+    x_train, x_test = as_tensors(read_aligned(train_x, test_x))
+    x_fit, y_fit, _, _ = split_validation(x_train, y_train, cfg.val_split)
     results = {}
     for split, (x, y) in {"train": (x_fit, y_fit), "test": (x_test, y_test)}.items():
         accuracy, loss, probs = score(model, x, y)
@@ -111,7 +115,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     confidence = probs[wrong, predicted[wrong]]
     worst = wrong[np.argsort(-confidence)][:GALLERY]
     plots.misclassified_gallery(
-        np.asarray(x_test[worst]), truth[worst], predicted[worst],
+        np.asarray(test_x[worst]), truth[worst], predicted[worst],
         probs[worst, predicted[worst]], paths.misclassified_plot,
     )  # fmt: skip
 

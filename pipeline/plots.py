@@ -14,31 +14,40 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
-def samples_grid(images: np.ndarray, labels: np.ndarray, path: Path, cols: int = 8) -> None:
-    """Draw 28x28 digits in a grid, each titled with its label.
+def _digit_grid(
+    images: np.ndarray, captions: list[str], path: Path, title: str, cols: int, fontsize: int
+) -> None:
+    """Digits (28x28, or 784 pixels each) in a grid, each with its caption above it.
 
-    The digits are tiled into one image on one axes: a subplot per digit made this figure
-    cost more than the rest of the preprocess stage.
+    The digits are tiled into one image on one axes: a subplot per digit cost more than the
+    rest of the stage that draws the figure.
     """
     from matplotlib.figure import Figure
 
-    rows = -(-len(images) // cols)
-    size, pad = images.shape[1], 6  # pixels per digit; gap around each digit (its label above)
+    images = np.asarray(images).reshape(len(images), 28, 28)
+    rows = max(1, -(-len(images) // cols))
+    size, pad = 28, 8  # pixels per digit; gap around each digit (its caption above)
     cell = size + pad
     mosaic = np.zeros((rows * cell, cols * cell), dtype=images.dtype)
-    fig = Figure(figsize=(cols * 1.1, rows * 1.25))
-    ax = fig.add_axes((0, 0, 1, 0.92))
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+    # Each cell about an inch wide, as matplotlib draws a subplot grid of this many columns.
+    fig = Figure(figsize=(cols * 1.2, rows * 1.3 + 0.5))
+    ax = fig.add_axes((0, 0, 1, rows * 1.3 / (rows * 1.3 + 0.5)))
+    for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         top, left = divmod(i, cols)
         top, left = top * cell + pad, left * cell + pad // 2
         mosaic[top : top + size, left : left + size] = image
-        ax.text(left + size / 2, top - 1, str(int(label)), ha="center",
-                va="bottom", fontsize=11)  # fmt: skip
+        ax.text(left + size / 2, top - 1, caption, ha="center", va="bottom", fontsize=fontsize)
     ax.imshow(mosaic, cmap="binary")
     ax.axis("off")
-    fig.suptitle("MNIST training digits with their labels")
+    fig.suptitle(title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
+
+
+def samples_grid(images: np.ndarray, labels: np.ndarray, path: Path, cols: int = 8) -> None:
+    """Draw 28x28 digits in a grid, each titled with its label."""
+    captions = [str(int(label)) for label in labels]
+    _digit_grid(images, captions, path, "MNIST training digits with their labels", cols, 11)
 
 
 def learning_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -131,14 +140,6 @@ def misclassified_gallery(
     path: Path, cols: int = 8,
 ) -> None:  # fmt: skip
     """Test digits the model got wrong, each titled true -> predicted (confidence)."""
-    from matplotlib.figure import Figure
-
-    rows = max(1, -(-len(images) // cols))
-    fig = Figure(figsize=(cols * 1.3, rows * 1.55))
-    for i in range(len(images)):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(images[i].reshape(28, 28), cmap="binary")
-        ax.set_title(f"{truth[i]}→{predicted[i]} ({confidence[i]:.0%})", fontsize=9)
-        ax.axis("off")
-    fig.suptitle("Most confidently misclassified test digits: true → predicted (confidence)")
-    _save(fig, path)
+    captions = [f"{t}→{p} ({c:.0%})" for t, p, c in zip(truth, predicted, confidence, strict=True)]
+    title = "Most confidently misclassified test digits: true → predicted (confidence)"
+    _digit_grid(images, captions, path, title, cols, 9)

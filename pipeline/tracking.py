@@ -24,6 +24,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import ACTIVATION_ARGS
 
+# MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
+# flushing) waited up to a second for it; with a buffering interval it waits on an event
+# that ending the run sets at once. Metrics still reach the store within a second.
+os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+
 T = TypeVar("T")
 
 EXPERIMENT = "mnist"
@@ -134,10 +139,23 @@ def run_name(cfg: DictConfig) -> str:
     )
 
 
+# dvc_dir_md5's results by the files' identity (path, size, mtime, inode): the jobs of a
+# sweep share one process and one prepared directory, which need hashing only once.
+_dir_md5s: dict[tuple, str] = {}
+
+
 def dvc_dir_md5(path: Path) -> str:
     """The hash DVC gives a directory output (md5 of its sorted file list), e.g. `ab12...dir`."""
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    identity = tuple((f, s.st_size, s.st_mtime_ns, s.st_ino) for f in files for s in [f.stat()])
+    if identity not in _dir_md5s:
+        _dir_md5s[identity] = _hash_dir(path, files)
+    return _dir_md5s[identity]
+
+
+def _hash_dir(path: Path, files: list[Path]) -> str:
     entries = []
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    for file in files:
         digest = hashlib.md5()
         with open(file, "rb") as f:
             while chunk := f.read(1 << 20):
