@@ -64,6 +64,13 @@ class LRSchedule(Enum):
     cosine = "cosine"  # from learning_rate down to 0 along a half cosine, over all steps
 
 
+class Distribute(Enum):
+    """How one model is trained on the machine's devices."""
+
+    none = "none"  # the seed's: one device, as TensorFlow places it
+    mirrored = "mirrored"  # one replica per GPU (or logical CPU), gradients averaged each step
+
+
 # The activations that take an argument, and which key of `activation_args` it is.
 ACTIVATION_ARGS = {"leaky_relu": "negative_slope", "elu": "alpha", "maxout": "pieces"}
 
@@ -123,6 +130,8 @@ class EarlyStoppingConfig:
 @dataclass
 class TrainConfig:
     resume: bool = MISSING
+    distribute: Distribute = MISSING
+    cpu_devices: int = MISSING
 
 
 @dataclass
@@ -173,7 +182,11 @@ def _one_line(err: OmegaConfBaseException) -> ConfigError:
         valid = _choices(k for k in (node or {}) if k != "hydra")
         where = f" in '{parent}'" if parent else ""
         return ConfigError(f"unknown key '{key}'{where}; valid keys: {valid}")
-    enum = {"activation": Activation, "lr_schedule": LRSchedule}.get(key)
+    enum = {
+        "activation": Activation,
+        "lr_schedule": LRSchedule,
+        "train.distribute": Distribute,
+    }.get(key)
     if enum is not None:
         return ConfigError(
             f"{key}: invalid value {err.value!r}; valid choices: {_choices(enum.__members__)}"
@@ -245,6 +258,10 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
            "null (off) or a positive integer")  # fmt: skip
     _check(patience is None or typed.val_split > 0, "early_stopping.patience", patience,
            "null unless val_split > 0 (stopping on the test set would leak it)")  # fmt: skip
+    cpu_devices = typed.train.cpu_devices
+    _check(cpu_devices >= 1, "train.cpu_devices", cpu_devices, "a positive integer")
+    _check(cpu_devices == 1 or typed.train.distribute is Distribute.mirrored,
+           "train.cpu_devices", cpu_devices, "1 unless train.distribute=mirrored")  # fmt: skip
     args = typed.activation_args
     _check(args.negative_slope >= 0, "activation_args.negative_slope", args.negative_slope,
            "non-negative")  # fmt: skip

@@ -9,6 +9,7 @@ Two ways in:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,15 +28,20 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import plots, tracking
-from pipeline.config import CONF_DIR, ConfigError, PipelineError, check_overrides, validate
+from pipeline.config import (
+    CONF_DIR,
+    ConfigError,
+    Distribute,
+    PipelineError,
+    check_overrides,
+    validate,
+)
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
-from pipeline.preprocess import load_prepared, split_validation
+from pipeline.preprocess import as_tensors, load_prepared, read_aligned, split_validation
 
 # Training batches run per call into TensorFlow (Keras' steps_per_execution).
 STEPS_PER_CALL = 64
-# TensorFlow's CPU kernels need their inputs aligned to 64 bytes.
-_ALIGN = 64
 # Where unfinished trainings keep their progress (weights, optimizer state, epoch, run id).
 RESUME_DIR = ".resume"
 
@@ -75,28 +82,41 @@ def _epoch_callback(x_test: np.ndarray, y_test: np.ndarray) -> Any:
     return EpochMetrics()
 
 
-def _tensors(*arrays: np.memmap) -> list[Any]:
-    """Memory-mapped prepared arrays as TensorFlow tensors, with one copy of the data each.
+def _strategy(cfg: DictConfig) -> tuple[Any, int]:
+    """Where the model is built and how many replicas train it: `(scope, replicas)`.
 
-    TensorFlow's conversion of a NumPy array keeps two more copies of it (the training set is
-    188 MB). Here each file's data is read into a buffer aligned as TensorFlow requires, and
-    the tensor takes that buffer over (DLPack) instead of copying it.
+    With `train.distribute=mirrored`, a `tf.distribute.MirroredStrategy` over every GPU, or,
+    on a machine without GPUs, over `train.cpu_devices` logical CPU devices (TensorFlow fixes
+    its devices when it starts, so this runs before any tensor exists). Otherwise no strategy
+    at all: the seed's single-device training, untouched.
     """
+    if cfg.train.distribute is not Distribute.mirrored:
+        return contextlib.nullcontext(), 1
     import tensorflow as tf
 
-    tensors = []
-    for array in arrays:
-        buffer = np.empty(array.nbytes + _ALIGN, np.uint8)
-        start = -buffer.ctypes.data % _ALIGN
-        data = buffer[start : start + array.nbytes]
-        # The .npy header was checked by load_prepared; the data follows it, C-ordered.
-        with open(array.filename, "rb") as f:
-            f.seek(array.offset)
-            if f.readinto(memoryview(data)) != array.nbytes:
-                raise PipelineError(f"{array.filename} changed while it was read")
-        aligned = data.view(array.dtype).reshape(array.shape)
-        tensors.append(tf.experimental.dlpack.from_dlpack(aligned.__dlpack__()))
-    return tensors
+    if tf.config.list_physical_devices("GPU"):
+        if cfg.train.cpu_devices > 1:
+            print("train.cpu_devices is for machines without GPUs: mirroring over the GPUs")
+        strategy = tf.distribute.MirroredStrategy()  # every visible GPU
+    else:
+        (cpu,) = tf.config.list_physical_devices("CPU")
+        n = cfg.train.cpu_devices
+        current = len(tf.config.get_logical_device_configuration(cpu) or [cpu])
+        if current != n:
+            try:
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * n
+                )
+            except RuntimeError:
+                raise PipelineError(
+                    f"train.cpu_devices={n}: TensorFlow already runs with {current} CPU "
+                    "device(s) in this process; train each cpu_devices value in its own process"
+                ) from None
+        # MirroredStrategy() alone would take CPU:0 only.
+        strategy = tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        )
+    return strategy.scope(), strategy.num_replicas_in_sync
 
 
 def history_name(keras_name: str) -> str:
@@ -112,6 +132,9 @@ def train(
 ) -> dict:
     """Train the configured model on the prepared training set and log an MLflow run.
 
+    With `train.distribute=mirrored` one model is trained by a replica per device, each step
+    on `batch_size` images per replica (see `_strategy`); otherwise on one device.
+
     Args:
         cfg: A composed config (validated here).
         paths: Where data is read and the run's files written (default: the project in cwd).
@@ -124,24 +147,37 @@ def train(
     cfg = validate(cfg)
     paths = paths or Paths.project()
     train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
+    # Reading the data and hashing it for the run's tags need no interpreter lock, so they
+    # run on another core while TensorFlow and Keras are imported (on one).
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_aligned, *train_split, *test_split)
+        tagging = pool.submit(tracking.run_tags, paths.root, paths.prepared, entry_point)
+        # Before the first tensor: logical CPU devices can only be made before TF starts.
+        scope, replicas = _strategy(cfg)
 
-    import keras
+        import keras
 
-    x_fit, y_fit, x_val, y_val = split_validation(*_tensors(*train_split), cfg.val_split)
-    x_test, y_test = _tensors(*test_split)
+        x_train, y_train, x_test, y_test = as_tensors(reading.result())
+    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
 
     import mlflow
 
     from pipeline.models import build_model
 
     keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
-    steps = math.ceil(len(x_fit) / cfg.batch_size)
+    # batch_size is per replica, so that each device's share of a step stays the size
+    # configured: a step takes batch_size x replicas images, split between the replicas, and
+    # applies their averaged gradient with the optimizer's learning rate as configured.
+    batch_size = cfg.batch_size * replicas
+    steps = math.ceil(len(x_fit) / batch_size)
     # Many batches per call into TensorFlow: the same steps in the same order (the same
     # weights, bit for bit) without a return to Python after each one, which made the
     # seed's loop about 1.6x slower here; few enough that Ctrl-C is still seen promptly.
-    model = build_model(
-        cfg, total_steps=cfg.epochs * steps, steps_per_execution=min(steps, STEPS_PER_CALL)
-    )
+    # Under a distribution strategy Keras' multi-step loop fails ("You must feed a value for
+    # placeholder tensor", keras issue 19246), so mirrored training runs one step per call.
+    per_call = min(steps, STEPS_PER_CALL) if cfg.train.distribute is Distribute.none else 1
+    with scope:  # the model's variables (and its optimizer's) live on every replica
+        model = build_model(cfg, total_steps=cfg.epochs * steps, steps_per_execution=per_call)
     callbacks = [_epoch_callback(x_test, y_test)]
     if cfg.early_stopping.patience:
         callbacks.append(
@@ -159,20 +195,27 @@ def train(
         if resumed is None:
             shutil.rmtree(progress, ignore_errors=True)  # start afresh
         callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
-    tags = {**tracking.run_tags(paths.root, paths.prepared, entry_point), **(tags or {})}
+    tags = {**tagging.result(), **(tags or {})}
     with tracking.active_run(
         paths.root, run_id=resumed, run_name=tracking.run_name(cfg), tags=tags
     ) as run:
         if progress is not None:
             write_json(progress / "run.json", {"run_id": run.info.run_id})
         mlflow.log_params(tracking.flat_params(cfg))
+        if cfg.train.distribute is Distribute.mirrored:
+            mlflow.log_params(
+                {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}
+            )
+            # Where the replicas ran: the devices holding a copy of the model's weights.
+            devices = [v.device for v in model.trainable_weights[0].value.values]
+            mlflow.set_tag("distribute.devices", ",".join(devices))
         start = time.perf_counter()
         fitted = model.fit(
             x_fit,
             y_fit,
             validation_data=(x_val, y_val) if len(x_val) else None,
             epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
+            batch_size=batch_size,
             callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
@@ -185,8 +228,14 @@ def train(
                 "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
             }
         )
-        # The run's own record holds every epoch, those before an interruption included.
-        history = tracking.epoch_history(run.info.run_id)
+        if resumed:
+            # The run's own record holds every epoch, those before the interruption included.
+            history = tracking.epoch_history(run.info.run_id)
+        else:
+            history = {
+                history_name(k): [float(v) for v in values]
+                for k, values in sorted(fitted.history.items(), key=lambda i: history_name(i[0]))
+            }
 
         with atomic_path(paths.model) as tmp:
             model.save(tmp)
@@ -247,9 +296,15 @@ def _log_mlflow_model(model: Any, example: np.ndarray) -> None:
     import keras
     import mlflow
     import tensorflow as tf
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
-    signature = infer_signature(np.asarray(example), model.predict(example, verbose=0))
+    # What MLflow's infer_signature gives for the model's input and output arrays, without
+    # compiling a prediction function to find out.
+    signature = ModelSignature(
+        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model"
         # mlflow.keras.log_model fails when given an input example (mlflow issue 16183):
