@@ -26,3 +26,26 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
         search_all_experiments=True, filter_string="tags.benchmark = 'activations'"
     )
     assert len(runs) >= 4
+
+
+def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
+    """bench.py --tiny: every measurement is taken and reported (no timing is asserted)."""
+    out = tmp_path / "docs"
+    env = {"MNIST_MIRROR": str(mnist_dir)}
+    python(ROOT, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--out", str(out), env=env)
+    table = (out / "benchmarks.md").read_text()
+    rows = {
+        cells[0]: cells[1:]
+        for line in table.splitlines()
+        if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    for side in ("seed", "pipeline", "train stage"):
+        fit, samples_per_s, _, process, peak, accuracy = rows[side][:6]
+        assert 0 < float(fit) < float(process)  # fit is part of the whole process
+        assert float(samples_per_s.replace(",", "")) > 0
+        assert 0.3 < float(peak.removesuffix(" GB")) < 4
+        assert 0.5 < float(accuracy) <= 1  # 2,000 images, one epoch: well above chance
+    assert rows["seed"][6:] == ["1.00x", "1.00", "1.00"]  # the ratios are against the seed
+    assert "GFLOP/s at the seed's shapes" in table and "cores" in table
+    assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
+    assert any(name.startswith("sweep of 2 jobs") for name in rows)

@@ -1,0 +1,407 @@
+"""The pipeline against the seed's plain Keras loop, measured side by side in one run.
+
+In a fresh git copy of the project (a temporary directory; nothing here is touched), on the
+real MNIST files from `MNIST_MIRROR` (a directory is served over HTTP on 127.0.0.1, so the
+download stage really downloads):
+
+1. a cold `dvc repro` (empty DVC cache: download, preprocess, train, evaluate), then
+   `dvc repro` with nothing changed, and `python -m pipeline.preprocess` on its own;
+2. alternately, each in a process of its own, `--repeats` times: the seed's script
+   (benchmarks/seed.py), `python -m pipeline.train` (Hydra, train, evaluate, one MLflow
+   run) and the DVC train stage (`python -m pipeline.train --params params.yaml`);
+3. a sweep of several jobs in one `python -m pipeline.train -m` invocation;
+4. the arithmetic floor: the seed model's training FLOPs over the rate NumPy's float32
+   matrix product reaches on this machine at the seed's shapes.
+
+It prints one table and writes the same numbers, with the machine, versions and date, to
+docs/benchmarks.md (`--out` elsewhere). Every number there is one this script measured.
+
+    make bench                                   # MNIST_MIRROR=... python benchmarks/bench.py
+    python benchmarks/bench.py --tiny --out /tmp/bench   # a quick check that it works
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import http.server
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's banner out of the table
+
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = ROOT / "benchmarks" / "seed.py"
+# The seed's network and data, for its FLOP count.
+LAYERS = [(784, 512), (512, 10)]
+BATCH = 128
+# What --tiny trains on: enough to run every step, quick enough for the test suite.
+TINY = {"data.train_samples": 2000, "data.test_samples": 500, "epochs": 1}
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@example.invalid",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@example.invalid",
+}
+SIDES = ("seed", "pipeline", "train stage")
+
+
+@dataclass
+class Process:
+    """One measured process: wall seconds from start to exit, peak resident memory, output."""
+
+    seconds: float
+    peak_bytes: int
+    output: str
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> Process:
+    """Run `cmd` to its end; its own peak RSS comes from the kernel (wait4), not sampling."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"error: `{' '.join(cmd)}` exited {proc.returncode}:\n{output[-3000:]}")
+    return Process(seconds, usage.ru_maxrss * 1024, output)  # ru_maxrss is in KiB
+
+
+def matmul_rate(seconds: float = 2.0) -> float:
+    """FLOP/s of NumPy's float32 matrix product at the seed's shapes (forward: batch x 784
+    times 784 x 512; weight gradient: 784 x batch times batch x 512), on all cores."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH, 784), dtype=np.float32)
+    w = rng.random((784, 512), dtype=np.float32)
+    g = rng.random((BATCH, 512), dtype=np.float32)
+    for _ in range(20):  # warm up the BLAS threads
+        x @ w
+    flops, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(20):
+            x @ w
+            x.T @ g
+        flops += 20 * 2 * (2 * BATCH * 784 * 512)
+    return flops / elapsed
+
+
+def training_flops(samples: int, epochs: int) -> int:
+    """FLOPs of training the seed's network: per sample, each Dense layer's forward product
+    and weight gradient (2 * in * out each), and the input gradient of every layer but the
+    first (the pixels need none). Bias, activation and optimizer work is left out: small."""
+    per_sample = sum(4 * i * o for i, o in LAYERS) + sum(2 * i * o for i, o in LAYERS[1:])
+    return per_sample * samples * epochs
+
+
+def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/", server
+
+
+def copy_project(dest: Path, env: dict[str, str], params: dict[str, int]) -> None:
+    """The project's files as git would commit them, in a fresh git repo, with `params`."""
+    import yaml
+
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in listed.splitlines():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    values = yaml.safe_load((dest / "params.yaml").read_text())
+    for key, value in params.items():
+        section, _, name = key.rpartition(".")
+        (values[section] if section else values)[name] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+
+
+def run_metrics(repo: Path, run_json: Path) -> dict[str, float]:
+    """The metrics of the MLflow run whose id a stage wrote to `run_json`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    run = client.get_run(json.loads(run_json.read_text())["run_id"])
+    metrics = dict(run.data.metrics)
+    if "test_accuracy" not in metrics:  # the train stage alone: its last epoch's score
+        metrics["test_accuracy"] = metrics["epoch/test_accuracy"]
+    return metrics
+
+
+def sweep_fits(repo: Path, sweep_dir: Path) -> list[float]:
+    """fit_seconds of each child run of the sweep whose parent id is in `sweep_dir`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    parent = json.loads((sweep_dir / "mlflow_parent.json").read_text())["run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    return [c.data.metrics["fit_seconds"] for c in children]
+
+
+def machine() -> dict[str, str]:
+    import hydra
+    import keras
+    import mlflow
+    import numpy
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    dvc = subprocess.run(["dvc", "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "machine": f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()}",
+        "versions": (
+            f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+            f"Keras {keras.__version__}, NumPy {numpy.__version__}, MLflow {mlflow.__version__}, "
+            f"DVC {dvc}, Hydra {hydra.__version__}"
+        ),
+    }
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+def report(m: dict) -> str:
+    """The results as markdown (also what is printed)."""
+    seed, rows = m["sides"]["seed"], []
+    for side in SIDES:
+        s = m["sides"][side]
+        fit_ratio = seed["fit"] / s["fit"]
+        rows.append(
+            f"| {side} | {s['fit']:.2f} | {s['samples_per_second']:,.0f} | "
+            f"{s['fit'] / m['floor_seconds']:.1f}x | {s['process']:.1f} | {gb(s['peak'])} | "
+            f"{s['test_accuracy']:.4f} | {fit_ratio:.2f}x | {s['process'] / seed['process']:.2f}"
+            f" | {s['peak'] / seed['peak']:.2f} |"
+        )
+    pipe, stage = m["sides"]["pipeline"], m["sides"]["train stage"]
+    sweep = m["sweep"]
+    per_job = sweep["seconds"] / sweep["jobs"]
+    fit_per_job = sum(sweep["fits"]) / sweep["jobs"]
+    alone = pipe["process"] - pipe["fit"]  # one run's own cost beyond its `fit`
+    targets = [
+        ("fit throughput, pipeline / seed", f"{seed['fit'] / pipe['fit']:.2f}x", ">= 1.25x",
+         seed["fit"] / pipe["fit"] >= 1.25),
+        ("`python -m pipeline.train` end to end / seed's whole script",
+         f"{pipe['process'] / seed['process']:.2f}", "<= 1.00",
+         pipe["process"] <= seed["process"]),
+        ("cold `dvc repro` / seed's whole script", f"{m['cold'] / seed['process']:.2f}",
+         "<= 1.30", m["cold"] <= 1.3 * seed["process"]),
+        ("`dvc repro`, nothing changed", f"{m['noop']:.2f} s", "< 3 s", m["noop"] < 3),
+        ("`python -m pipeline.preprocess`", f"{m['preprocess']:.2f} s", "< 3 s",
+         m["preprocess"] < 3),
+        ("train stage peak memory", gb(stage["peak"]), "<= 1.2 GB", stage["peak"] <= 1.2e9),
+        ("test accuracy, pipeline - seed", f"{pipe['test_accuracy'] - seed['test_accuracy']:+.4f}",
+         "within 0.003", abs(pipe["test_accuracy"] - seed["test_accuracy"]) <= 0.003),
+        (f"sweep of {sweep['jobs']} jobs in one `-m`: seconds per job beyond its `fit`",
+         f"{per_job - fit_per_job:.1f} s", f"well under {alone:.1f} s (a process of its own)",
+         per_job - fit_per_job < alone / 2),
+    ]  # fmt: skip
+    verdict = {True: "met", False: "MISSED"} if m["verdicts"] else {True: "-", False: "-"}
+    target_rows = [f"| {n} | {value} | {t} | {verdict[ok]} |" for n, value, t, ok in targets]
+    return "\n".join(
+        [
+            "# Benchmarks: the pipeline against the seed's Keras loop",
+            "",
+            f"Measured by `python benchmarks/bench.py` ({m['mode']}) on {m['date']}.",
+            "",
+            f"- Machine: {m['machine']}",
+            f"- Versions: {m['versions']}",
+            f"- Training: {m['samples']:,} images, {m['epochs']} epoch(s), batch {BATCH}; each "
+            f"side ran {m['repeats']} time(s), alternately, each time in a new process; the "
+            "table gives medians (peak memory: the largest).",
+            f"- Data for the cold `dvc repro`: downloaded from {m['source']}.",
+            "",
+            "| side | fit s | samples/s | fit / floor | process s | peak RSS | test acc "
+            "| fit speed vs seed | process vs seed | memory vs seed |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "- seed: benchmarks/seed.py, the original script (its `fit` and `evaluate`).",
+            "- pipeline: `python -m pipeline.train`, from process start to a logged, evaluated "
+            "MLflow run (Hydra config, training with a test-set score after every epoch, "
+            "model and plots saved and logged, evaluation reports).",
+            "- train stage: `python -m pipeline.train --params params.yaml`, as `dvc repro` "
+            "runs it.",
+            "- fit s: `fit` alone (the pipeline's includes its per-epoch test scoring).",
+            "",
+            "## Arithmetic floor",
+            "",
+            f"Training the seed's network is {m['flops'] / 1e12:.3f} TFLOP (forward product and "
+            "weight gradient of both Dense layers, input gradient of the second). NumPy's "
+            f"float32 matrix product ran at {m['rate'] / 1e9:.1f} GFLOP/s at the seed's shapes "
+            f"here, so `fit` cannot take less than about {m['floor_seconds']:.2f} s; "
+            "`fit / floor` above is how far each side is from it.",
+            "",
+            "## Against the targets",
+            "",
+            *(
+                []
+                if m["verdicts"]
+                else ["A quick check (--tiny): the targets are for full runs.", ""]
+            ),
+            "| measure | measured | target | |",
+            "|---|---|---|---|",
+            *target_rows,
+            "",
+            f"Cold `dvc repro` (download, preprocess, train, evaluate, empty DVC cache): "
+            f"{m['cold']:.1f} s. `dvc repro` with nothing changed: median "
+            f"{m['noop']:.2f} s. Preprocess alone: median {m['preprocess']:.2f} s. "
+            f"The sweep of {sweep['jobs']} jobs took {sweep['seconds']:.1f} s in all, of which "
+            f"its jobs' `fit` took {sum(sweep['fits']):.1f} s.",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a quick check on 2,000 images")
+    parser.add_argument("--repeats", type=int, help="runs of each side (default 3; tiny: 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md goes")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.tiny else 3)
+    params = TINY if args.tiny else {}  # full: params.yaml as committed (the seed's setup)
+
+    # Where the cold `dvc repro` downloads from: MNIST_MIRROR (a directory is served over
+    # HTTP here), else the official mirrors, as `make run` would.
+    mirror, server = os.environ.get("MNIST_MIRROR", ""), None
+    if mirror and Path(mirror).is_dir():
+        mirror, server = serve(Path(mirror))
+    source = mirror or "the official mirrors"
+    if server:
+        source = f"127.0.0.1 over HTTP (serving {os.environ['MNIST_MIRROR']})"
+    bin_dir = str(Path(sys.executable).parent)
+    work = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
+    repo = work / "repo"
+    env = {
+        **os.environ,
+        **GIT_ENV,
+        **({"MNIST_MIRROR": mirror} if mirror else {}),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}",
+    }
+    python = [sys.executable]
+    try:
+        print("measuring the matrix-product rate ...", flush=True)
+        rate = matmul_rate(0.5 if args.tiny else 3.0)
+        copy_project(repo, env, params)
+        print("cold dvc repro ...", flush=True)
+        cold = run(["dvc", "repro"], repo, env).seconds
+        noop = statistics.median(run(["dvc", "repro"], repo, env).seconds for _ in range(repeats))
+        preprocess = statistics.median(
+            run([*python, "-m", "pipeline.preprocess"], repo, env).seconds for _ in range(repeats)
+        )
+
+        tiny = [f"{k}={v}" for k, v in params.items()] if args.tiny else []
+        seed_args = []
+        if args.tiny:
+            seed_args = ["--train-samples", "2000", "--test-samples", "500", "--epochs", "1"]
+        results: dict[str, list[dict]] = {side: [] for side in SIDES}
+        for i in range(repeats):
+            print(f"round {i + 1} of {repeats}: seed, pipeline, train stage ...", flush=True)
+            p = run([*python, str(SEED), "data/raw", *seed_args], repo, env)
+            seed = json.loads(p.output.strip().splitlines()[-1])
+            results["seed"].append({**seed, "process": p.seconds, "peak": p.peak_bytes})
+
+            out = work / "runs" / str(i)
+            p = run([*python, "-m", "pipeline.train", f"hydra.run.dir={out}", *tiny], repo, env)
+            metrics = run_metrics(repo, out / "models" / "run.json")
+            results["pipeline"].append(
+                {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
+                 "process": p.seconds, "peak": p.peak_bytes}
+            )  # fmt: skip
+
+            p = run([*python, "-m", "pipeline.train", "--params", "params.yaml"], repo, env)
+            metrics = run_metrics(repo, repo / "models" / "run.json")
+            results["train stage"].append(
+                {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
+                 "process": p.seconds, "peak": p.peak_bytes}
+            )  # fmt: skip
+
+        jobs = 2 if args.tiny else 3
+        print(f"a sweep of {jobs} jobs ...", flush=True)
+        sweep_dir = work / "sweep"
+        seeds = ",".join(str(s) for s in range(jobs))
+        p = run(
+            [*python, "-m", "pipeline.train", "-m", f"seed={seeds}",
+             f"hydra.sweep.dir={sweep_dir}", *tiny],
+            repo, env,
+        )  # fmt: skip
+        sweep = {"jobs": jobs, "seconds": p.seconds, "fits": sweep_fits(repo, sweep_dir)}
+    finally:
+        if server:
+            server.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    samples, epochs = (2000, 1) if args.tiny else (60000, 5)
+    sides = {}
+    for side, runs in results.items():
+        fit = statistics.median(r["fit_seconds"] for r in runs)
+        sides[side] = {
+            "fit": fit,
+            "samples_per_second": samples * epochs / fit,
+            "process": statistics.median(r["process"] for r in runs),
+            "peak": max(r["peak"] for r in runs),
+            "test_accuracy": statistics.median(r["test_accuracy"] for r in runs),
+        }
+    flops = training_flops(samples, epochs)
+    measured = {
+        **machine(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "--tiny" if args.tiny else "full data",
+        "samples": samples,
+        "epochs": epochs,
+        "repeats": repeats,
+        "sides": sides,
+        "rate": rate,
+        "flops": flops,
+        "floor_seconds": flops / rate,
+        "cold": cold,
+        "noop": noop,
+        "preprocess": preprocess,
+        "sweep": sweep,
+        "source": source,
+        "verdicts": not args.tiny,
+    }
+    text = report(measured)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
