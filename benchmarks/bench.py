@@ -301,10 +301,10 @@ def report(m: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a quick check on 2,000 images")
-    parser.add_argument("--repeats", type=int, help="runs of each side (default 3; tiny: 1)")
+    parser.add_argument("--repeats", type=int, help="runs of each side (default 5; tiny: 1)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md goes")
     args = parser.parse_args()
-    repeats = args.repeats or (1 if args.tiny else 3)
+    repeats = args.repeats or (1 if args.tiny else 5)
     params = TINY if args.tiny else {}  # full: params.yaml as committed (the seed's setup)
 
     # Where the cold `dvc repro` downloads from: MNIST_MIRROR (a directory is served over
