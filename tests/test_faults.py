@@ -18,6 +18,12 @@ from omegaconf import OmegaConf
 SMALL = [*OFFLINE, "data.train_samples=3000", "data.test_samples=1000", "model.hidden_units=[64]"]
 
 
+def _default_sigint() -> None:
+    # A shell starts background commands with SIGINT ignored, and Python keeps a signal that
+    # was ignored at its start ignored; the CLI must start as a terminal would start it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", *args],
@@ -26,6 +32,7 @@ def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
