@@ -40,8 +40,7 @@ def _digit_grid(
     ax.imshow(mosaic, cmap="binary")
     ax.axis("off")
     fig.suptitle(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
+    _save(fig, path)
 
 
 def samples_grid(images: np.ndarray, labels: np.ndarray, path: Path, cols: int = 8) -> None:

@@ -3,12 +3,16 @@ MLflow store, and small projects prepared from the real data."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -157,3 +161,62 @@ def make_project(
 def small_project(make_project: Callable) -> tuple[Paths, DictConfig]:
     """Real MNIST cut to 6,000 training and 2,000 test images, trained for one epoch."""
     return make_project("data.train_samples=6000", "data.test_samples=2000", "epochs=1")
+
+
+def copy_project(dest: Path) -> None:
+    """The project's files as git would commit them (tracked, and untracked but not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for name in listed.splitlines():
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(
+    backend_uri: str, *args: str, log: Path | None = None, env: dict | None = None
+) -> Iterator[str]:
+    """`mlflow server` on 127.0.0.1 over `backend_uri` (more server options in `args`), its
+    output in `log`; yields its URL once /health answers, and stops its whole process group
+    (the server and its workers) however the block ends."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log or os.devnull, "w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri, *args,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text()[-3000:] if log else ""
+                    raise RuntimeError(f"mlflow server did not start:\n{tail}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        # Gone already if it crashed.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

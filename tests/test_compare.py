@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, python
+from conftest import OFFLINE, mlflow_server, python
 
 SWEEP = ["activation=relu,tanh,elu"]
 SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
@@ -119,41 +115,11 @@ def test_report_with_nothing_to_compare_says_so(
     assert not (tmp_path / "out").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def server(store: dict) -> str:
+def server(store: dict) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 over the sweep's store; stopped even if the test fails."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-         store["uri"], "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.5)
+    with mlflow_server(store["uri"]) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def api(url: str, path: str, body: dict | None = None) -> dict:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import copy_project
 
 STAGES = ("download", "preprocess", "train", "evaluate")
 GIT_ENV = {
@@ -42,11 +41,7 @@ def env(http_mirror: str) -> dict[str, str]:
 def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
     """The project's files, as git would commit them, in a fresh git repo."""
     dest = tmp_path_factory.mktemp("repo")
-    listed = sh(ROOT, "git", "ls-files", "--cached", "--others", "--exclude-standard").stdout
-    for name in listed.splitlines():
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
+    copy_project(dest)
     sh(dest, "git", "init", "-q", env=env)
     sh(dest, "git", "add", "-A", env=env)
     sh(dest, "git", "commit", "-qm", "baseline", env=env)

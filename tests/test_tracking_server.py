@@ -9,13 +9,7 @@ skipped, unless `MNIST_PIPELINE_REQUIRE_POSTGRES=1` (or `CI`) is set: then they 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -24,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, python
+from conftest import OFFLINE, mlflow_server, python
 
 URL_VAR = "MNIST_PIPELINE_POSTGRES_URL"
 REQUIRE_VAR = "MNIST_PIPELINE_REQUIRE_POSTGRES"
@@ -74,53 +68,18 @@ def database(postgres_url: str) -> Iterator[str]:
         sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """`mlflow server` on 127.0.0.1 over the database, serving the artifacts it stores under
     a directory of its own; stopped whatever the tests do."""
     base = tmp_path_factory.mktemp("tracking-server")
-    artifacts, log = base / "artifacts", base / "server.log"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
-             database, "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "1"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            # Its job runners (GenAI evaluations, trace rollups) serve no training run: without
-            # them it starts sooner and stops at once.
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text()[-3000:]
-                    raise RuntimeError(f"mlflow server did not start:\n{tail}") from None
-                time.sleep(0.5)
+    artifacts = base / "artifacts"
+    # Its job runners (GenAI evaluations, trace rollups) serve no training run: without them
+    # it starts sooner and stops at once.
+    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with mlflow_server(database, "--artifacts-destination", str(artifacts),
+                       log=base / "server.log", env=no_jobs) as url:  # fmt: skip
         yield {"url": url, "database": database, "artifacts": artifacts}
-    finally:
-        # The whole process group: the server and its workers (gone already if it crashed).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
