@@ -50,9 +50,8 @@ def load_model(path: Path):
     Raises:
         ModelError: the file is missing, damaged, or carries code.
     """
-    import keras
-
     import pipeline.layers  # noqa: F401  (registers the custom layers the model may hold)
+    from pipeline.backend import keras
 
     if not path.is_file():
         raise ModelError(f"no model at {path}; run the train stage first")

@@ -3,14 +3,11 @@ the Maxout layer Keras lacks."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
-# TensorFlow's C++ start-up banner (CPU features, oneDNN notes) buries the training log.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from omegaconf import DictConfig
 
-import keras  # noqa: E402  (after the environment variable above)
-from omegaconf import DictConfig  # noqa: E402
+from pipeline.backend import keras
 
 # Activations that need a layer of their own: an argument, or weights.
 _LAYER_ACTIVATIONS = ("leaky_relu", "elu", "prelu", "maxout")

@@ -155,7 +155,7 @@ def train(
         # Before the first tensor: logical CPU devices can only be made before TF starts.
         scope, replicas = _strategy(cfg)
 
-        import keras
+        from pipeline.backend import keras
 
         x_train, y_train, x_test, y_test = as_tensors(reading.result())
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)

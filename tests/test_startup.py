@@ -1,5 +1,6 @@
 """What the commands do to start and end quickly, checked for what it must not cost: the
-exit without the interpreter's teardown (`pipeline.cli.run`)."""
+exit without the interpreter's teardown (`pipeline.cli.run`), and Keras imported without
+scikit-learn, pandas and pyplot (`pipeline.backend`)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def test_a_failed_command_keeps_its_exit_status(tmp_path: Path, body: str, statu
     assert result.returncode == status
     assert (tmp_path / "handler-ran").read_text() == "yes"
     assert (tmp_path / "command.log").read_text() == "the last line\n"
+
+
+def test_keras_starts_without_its_optional_imports_which_stay_importable(tmp_path) -> None:
+    code = """
+        import sys
+        from pipeline.backend import keras
+        from pipeline.layers import Maxout
+        loaded = {m for m in ("sklearn", "pandas", "matplotlib.pyplot") if m in sys.modules}
+        assert not loaded, loaded
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6), Maxout(2)])
+        model.save("m.keras")
+        assert keras.saving.load_model("m.keras", safe_mode=True).output_shape == (None, 3)
+        import sklearn, pandas, matplotlib.pyplot
+        print("ok")
+    """
+    assert python(tmp_path, "-c", textwrap.dedent(code)).stdout.strip() == "ok"
