@@ -33,9 +33,13 @@ GALLERY = 24
 
 def score(model, x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
     """Accuracy, cross-entropy loss and the class probabilities, from one pass of predictions."""
-    probs = model.predict(x, batch_size=EVAL_BATCH, verbose=0)
+    # Calling the model batch by batch gives what `predict` gives, bit for bit, without
+    # compiling a prediction function first (0.6 s, more than the predictions take).
+    probs = np.concatenate(
+        [model(x[i : i + EVAL_BATCH], training=False).numpy() for i in range(0, len(x), EVAL_BATCH)]
+    )
     probs = probs / probs.sum(axis=1, keepdims=True)
-    truth = y.argmax(axis=1)
+    truth = np.asarray(y).argmax(axis=1)
     p_true = np.clip(probs[np.arange(len(truth)), truth], _EPSILON, 1 - _EPSILON)
     return float((probs.argmax(axis=1) == truth).mean()), float(-np.log(p_true).mean()), probs
 
