@@ -74,8 +74,24 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     """
     cfg = validate(cfg)
     paths = paths or Paths.project()
-    import mlflow
+    # MLflow is started now, beside the scoring, and logs the reports once they are written.
+    with tracking.RunLogger(paths.root) as logger:
+        run = json.loads(paths.run_info.read_text())
+        metrics, per_digit = _score_and_report(cfg, paths, run["run_name"])
+        logger.log(
+            run,
+            {**metrics, **per_digit},
+            [(paths.metrics, None), (paths.per_class, None), (paths.confusion, None),
+             (paths.confusion_plot, "plots"), (paths.misclassified_plot, "plots")],
+        )  # fmt: skip
+    print(json.dumps(metrics))
+    return metrics
 
+
+def _score_and_report(
+    cfg: DictConfig, paths: Paths, run_name: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Score the model, write the reports: (metrics.json's metrics, test accuracy per digit)."""
     model = load_model(paths.model)
     # Training accuracy is measured on what the model was fitted on: without the validation
     # split when there is one.
@@ -111,8 +127,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(truth.tolist(), predicted.tolist(), strict=True))
-    run = json.loads(paths.run_info.read_text())
-    title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
+    title = f"{run_name}: test accuracy {metrics['test_accuracy']:.4f}"
     plots.confusion_matrix(matrix, paths.confusion_plot, title)
     wrong = np.flatnonzero(predicted != truth)
     confidence = probs[wrong, predicted[wrong]]
@@ -121,17 +136,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
         np.asarray(test_x[worst]), truth[worst], predicted[worst],
         probs[worst, predicted[worst]], paths.misclassified_plot,
     )  # fmt: skip
-
-    with tracking.active_run(paths.root, run_id=run["run_id"], run_name=run["run_name"]):
-        mlflow.log_metrics(metrics)
-        mlflow.log_metrics({f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)})
-        mlflow.log_artifact(str(paths.metrics))
-        mlflow.log_artifact(str(paths.per_class))
-        mlflow.log_artifact(str(paths.confusion))
-        mlflow.log_artifact(str(paths.confusion_plot), "plots")
-        mlflow.log_artifact(str(paths.misclassified_plot), "plots")
-    print(json.dumps(metrics))
-    return metrics
+    return metrics, {f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)}
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ import hashlib
 import json
 import os
 import random
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,8 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline.config import ACTIVATION_ARGS
+import pipeline
+from pipeline.config import ACTIVATION_ARGS, PipelineError
 
 # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
 # flushing) waited up to a second for it; with a buffering interval it waits on an event
@@ -225,6 +228,102 @@ def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
             raise
 
 
+class TrackingError(PipelineError):
+    """A run could not be recorded."""
+
+
+def log_to_run(
+    root: Path,
+    run: dict[str, str],
+    metrics: dict[str, float],
+    files: list[tuple[Path, str | None]],
+) -> None:
+    """Log `metrics`, and `files` as (path, artifact directory), into an existing run.
+
+    Args:
+        run: `run_id` and `run_name`, as the train stage leaves them in models/run.json.
+    """
+    import mlflow
+
+    with active_run(root, run_id=run["run_id"], run_name=run["run_name"]):
+        mlflow.log_metrics(metrics)
+        for path, directory in files:
+            mlflow.log_artifact(str(path), directory)
+
+
+class RunLogger:
+    """`log_to_run`, done by a process of its own that starts before the work it records.
+
+    A process that has not imported MLflow (a `dvc repro` stage) would spend over a second on
+    that import and on opening the store before it could log anything. A helper process does
+    both on the other core while this one works, then logs what `log` sends it. Where MLflow
+    is imported already, `log` logs in this process.
+
+    Use it as a context manager: leaving it without calling `log` (the work failed) ends the
+    helper without logging anything.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.helper: subprocess.Popen | None = None
+        if "mlflow" not in sys.modules:
+            self.helper = _start_helper(root, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def log(
+        self,
+        run: dict[str, str],
+        metrics: dict[str, float],
+        files: list[tuple[Path, str | None]],
+    ) -> None:
+        """Log into `run` (see `log_to_run`) and wait until it is recorded.
+
+        Raises:
+            TrackingError: the helper could not record it (its reason, in one line).
+        """
+        if self.helper is None:
+            return log_to_run(self.root, run, metrics, files)
+        request = {"run": run, "metrics": metrics, "files": [[str(p), d] for p, d in files]}
+        _, stderr = self.helper.communicate(json.dumps(request))
+        if self.helper.returncode != 0:
+            lines = stderr.strip().splitlines()
+            raise TrackingError(lines[-1] if lines else f"exit status {self.helper.returncode}")
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.helper is not None and self.helper.poll() is None:
+            self.helper.communicate("")  # no request: the helper ends without logging
+
+
+def _start_helper(root: Path, **popen_args: Any) -> subprocess.Popen:
+    """Start `_helper` for `root`, in a new Python running this very pipeline package."""
+    package_dir = str(Path(pipeline.__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")]))
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.tracking", str(root)],
+        text=True,
+        env={**os.environ, "PYTHONPATH": path},
+        **popen_args,
+    )
+
+
+def _helper(root: Path) -> None:
+    """The process behind `RunLogger`: open the store, then log the request on stdin."""
+    # Ctrl-C is for the process that started this one, which then closes stdin.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        experiment_id(root)  # imports MLflow and opens (or creates) the store
+        request = sys.stdin.read()
+        if request:
+            request = json.loads(request)
+            files = [(Path(p), d) for p, d in request["files"]]
+            log_to_run(root, request["run"], request["metrics"], files)
+    except Exception as err:
+        print(f"MLflow: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
+        sys.exit(1)
+
+
 def ui_link(root: Path, port: int = 5000) -> str:
     """The `mnist` runs table in MLflow's UI, in its Model training view (MLflow 3 opens on
     its GenAI overview otherwise, where training runs do not show)."""
@@ -251,3 +350,7 @@ def epoch_history(run_id: str) -> dict[str, list[float]]:
                 by_step[m.step] = m.value
             history[key.removeprefix("epoch/")] = [by_step[s] for s in sorted(by_step)]
     return history
+
+
+if __name__ == "__main__":
+    _helper(Path(sys.argv[1]))

@@ -1,14 +1,21 @@
 """What the commands do to start and end quickly, checked for what it must not cost: the
-exit without the interpreter's teardown (`pipeline.cli.run`), and Keras imported without
-scikit-learn, pandas and pyplot (`pipeline.backend`)."""
+exit without the interpreter's teardown (`pipeline.cli.run`), Keras imported without
+scikit-learn, pandas and pyplot (`pipeline.backend`), and the evaluate stage's MLflow logging from a
+helper process (`pipeline.tracking.RunLogger`)."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import python
+import yaml
+from conftest import OFFLINE, python
+from omegaconf import OmegaConf
+
+SMALL = [*OFFLINE, "epochs=1", "data.train_samples=3000", "data.test_samples=1000",
+         "model.hidden_units=[64]"]  # fmt: skip
 
 
 def _command(tmp_path: Path, body: str) -> Path:
@@ -66,3 +73,81 @@ def test_keras_starts_without_its_optional_imports_which_stay_importable(tmp_pat
         print("ok")
     """
     assert python(tmp_path, "-c", textwrap.dedent(code)).stdout.strip() == "ok"
+
+
+@pytest.fixture
+def trained_stage(make_project) -> tuple[Path, str]:
+    """A project as the train stage leaves it (params.yaml, models/), with its own store."""
+    from pipeline.config import compose
+    from pipeline.paths import Paths
+    from pipeline.train import train
+
+    paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
+    cfg = compose(SMALL)
+    params = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    (paths.root / "params.yaml").write_text(yaml.safe_dump(params))
+    uri = f"sqlite:///{paths.root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        train(cfg, Paths.project(paths.root))
+    return paths.root, uri
+
+
+def _helpers_of(root: Path) -> list[str]:
+    """Command lines of RunLogger helpers still running for `root`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pipeline.tracking" in args and str(root).encode() in args:
+            found.append(" ".join(a.decode() for a in args))
+    return found
+
+
+def test_evaluate_stage_logs_its_reports_through_the_helper(trained_stage) -> None:
+    import mlflow
+
+    root, uri = trained_stage
+    result = python(root, "-m", "pipeline.evaluate", env={"MLFLOW_TRACKING_URI": uri})
+    metrics = json.loads((root / "reports" / "metrics.json").read_text())
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(json.loads((root / "models" / "run.json").read_text())["run_id"])
+    assert run.info.status == "FINISHED"
+    for key, value in metrics.items():
+        assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
+    assert {f"test_accuracy_digit_{d}" for d in range(10)} <= set(run.data.metrics)
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "per_class_accuracy.csv", "confusion.csv"} <= logged
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/misclassified.png"} <= plots
+    assert _helpers_of(root) == []
+
+
+def test_a_store_that_cannot_record_fails_the_evaluate_stage_in_one_line(trained_stage) -> None:
+    root, _ = trained_stage
+    (root / "not-a-dir").write_text("")
+    uri = f"sqlite:///{root / 'not-a-dir' / 'mlflow.db'}"
+    result = python(root, "-m", "pipeline.evaluate", env={"MLFLOW_TRACKING_URI": uri}, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow: "), result.stderr[-2000:]
+    assert str(root / "not-a-dir") in last  # the store's path, which cannot be a directory
+    assert _helpers_of(root) == []
+
+
+def test_a_failed_evaluation_ends_the_helper_without_logging(trained_stage) -> None:
+    import mlflow
+
+    root, uri = trained_stage
+    run_id = json.loads((root / "models" / "run.json").read_text())["run_id"]
+    (root / "models" / "model.keras").unlink()
+    result = python(root, "-m", "pipeline.evaluate", env={"MLFLOW_TRACKING_URI": uri}, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
+    assert _helpers_of(root) == []
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert "test_accuracy" not in run.data.metrics  # only the training's epoch metrics
