@@ -76,8 +76,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     paths = paths or Paths.project()
     # MLflow is started now, beside the scoring, and logs the reports once they are written.
     with tracking.RunLogger(paths.root) as logger:
-        run = json.loads(paths.run_info.read_text())
-        metrics, per_digit = _score_and_report(cfg, paths, run["run_name"])
+        run, metrics, per_digit = _score_and_report(cfg, paths)
         logger.log(
             run,
             {**metrics, **per_digit},
@@ -89,10 +88,15 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
 
 
 def _score_and_report(
-    cfg: DictConfig, paths: Paths, run_name: str
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Score the model, write the reports: (metrics.json's metrics, test accuracy per digit)."""
+    cfg: DictConfig, paths: Paths
+) -> tuple[dict[str, str], dict[str, float], dict[str, float]]:
+    """Score the model and write the reports.
+
+    Returns:
+        The training run (models/run.json), metrics.json's metrics, test accuracy per digit.
+    """
     model = load_model(paths.model)
+    run = json.loads(paths.run_info.read_text())  # written with the model
     # Training accuracy is measured on what the model was fitted on: without the validation
     # split when there is one.
     (train_x, y_train), (test_x, y_test) = (
@@ -127,7 +131,7 @@ def _score_and_report(
         writer = csv.writer(f)
         writer.writerow(["actual", "predicted"])
         writer.writerows(zip(truth.tolist(), predicted.tolist(), strict=True))
-    title = f"{run_name}: test accuracy {metrics['test_accuracy']:.4f}"
+    title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
     plots.confusion_matrix(matrix, paths.confusion_plot, title)
     wrong = np.flatnonzero(predicted != truth)
     confidence = probs[wrong, predicted[wrong]]
@@ -136,7 +140,7 @@ def _score_and_report(
         np.asarray(test_x[worst]), truth[worst], predicted[worst],
         probs[worst, predicted[worst]], paths.misclassified_plot,
     )  # fmt: skip
-    return metrics, {f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)}
+    return run, metrics, {f"test_accuracy_digit_{d}": float(a) for d, a in enumerate(per_class)}
 
 
 def main() -> None:

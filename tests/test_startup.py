@@ -149,5 +149,8 @@ def test_a_failed_evaluation_ends_the_helper_without_logging(trained_stage) -> N
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
     assert _helpers_of(root) == []
+    (root / "models" / "run.json").unlink()  # nothing trained at all: the same one line
+    result = python(root, "-m", "pipeline.evaluate", env={"MLFLOW_TRACKING_URI": uri}, check=False)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
     assert "test_accuracy" not in run.data.metrics  # only the training's epoch metrics
