@@ -6,6 +6,7 @@ helper process (`pipeline.tracking.RunLogger`)."""
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def test_keras_starts_without_its_optional_imports_which_stay_importable(tmp_pat
 
 @pytest.fixture
 def trained_stage(make_project) -> tuple[Path, str]:
-    """A project as the train stage leaves it (params.yaml, models/), with its own store."""
+    """A project as the train stage leaves it (params.yaml, models/), and its store (the
+    session's: MLflow keeps the URI a training in this process used)."""
     from pipeline.config import compose
     from pipeline.paths import Paths
     from pipeline.train import train
@@ -86,11 +88,8 @@ def trained_stage(make_project) -> tuple[Path, str]:
     cfg = compose(SMALL)
     params = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     (paths.root / "params.yaml").write_text(yaml.safe_dump(params))
-    uri = f"sqlite:///{paths.root / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        train(cfg, Paths.project(paths.root))
-    return paths.root, uri
+    train(cfg, Paths.project(paths.root))
+    return paths.root, os.environ["MLFLOW_TRACKING_URI"]
 
 
 def _helpers_of(root: Path) -> list[str]:
