@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,21 +112,35 @@ def training_flops(samples: int, epochs: int) -> int:
     return per_sample * samples * epochs
 
 
-def serve(directory: Path) -> tuple[str, http.server.ThreadingHTTPServer]:
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/", server
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
 
 
-def copy_project(dest: Path, env: dict[str, str], params: dict[str, int]) -> None:
-    """The project's files as git would commit them, in a fresh git repo, with `params`."""
-    import yaml
+def serve_directory(directory: Path, handler: type = QuietHandler) -> tuple[str, Callable]:
+    """Serve `directory` over HTTP on 127.0.0.1; returns the base URL and a stop function.
 
+    (The tests serve their mirrors with it too.)
+    """
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return f"http://127.0.0.1:{server.server_port}/", stop
+
+
+def copy_tree(dest: Path) -> None:
+    """The project's files as git would commit them (tracked, and untracked but not ignored).
+
+    (The tests copy the project with it too.)
+    """
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
@@ -134,6 +149,13 @@ def copy_project(dest: Path, env: dict[str, str], params: dict[str, int]) -> Non
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
+
+
+def make_repo(dest: Path, env: dict[str, str], params: dict[str, int]) -> None:
+    """The project's files (`copy_tree`) in a fresh git repo, with `params` in params.yaml."""
+    import yaml
+
+    copy_tree(dest)
     values = yaml.safe_load((dest / "params.yaml").read_text())
     for key, value in params.items():
         section, _, name = key.rpartition(".")
@@ -323,11 +345,11 @@ def main() -> None:
 
     # Where the cold `dvc repro` downloads from: MNIST_MIRROR (a directory is served over
     # HTTP here), else the official mirrors, as `make run` would.
-    mirror, server = os.environ.get("MNIST_MIRROR", ""), None
+    mirror, stop_serving = os.environ.get("MNIST_MIRROR", ""), None
     if mirror and Path(mirror).is_dir():
-        mirror, server = serve(Path(mirror))
+        mirror, stop_serving = serve_directory(Path(mirror))
     source = mirror or "the official mirrors"
-    if server:
+    if stop_serving:
         source = f"127.0.0.1 over HTTP (serving {os.environ['MNIST_MIRROR']})"
     bin_dir = str(Path(sys.executable).parent)
     work = Path(tempfile.mkdtemp(prefix="mnist-bench-"))
@@ -342,7 +364,7 @@ def main() -> None:
     try:
         print("measuring the matrix-product rate ...", flush=True)
         rate = matmul_rate(0.5 if args.tiny else 3.0)
-        copy_project(repo, env, params)
+        make_repo(repo, env, params)
         tiny = [f"{k}={v}" for k, v in params.items()] if args.tiny else []
         seed_args = []
         if args.tiny:
@@ -392,8 +414,8 @@ def main() -> None:
         )  # fmt: skip
         sweep = {"jobs": jobs, "seconds": p.seconds, "fits": sweep_fits(uri, sweep_dir)}
     finally:
-        if server:
-            server.shutdown()
+        if stop_serving:
+            stop_serving()
         shutil.rmtree(work, ignore_errors=True)
 
     samples, epochs = (2000, 1) if args.tiny else (60000, 5)

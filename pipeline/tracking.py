@@ -267,7 +267,16 @@ class RunLogger:
         self.root = root
         self.helper: subprocess.Popen | None = None
         if "mlflow" not in sys.modules:
-            self.helper = _start_helper(root, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+            # `_helper`, in a new Python running this very pipeline package.
+            package_dir = str(Path(pipeline.__file__).resolve().parent.parent)
+            path = os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")]))
+            self.helper = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.tracking", str(root)],
+                stdin=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": path},
+            )
 
     def log(
         self,
@@ -294,18 +303,6 @@ class RunLogger:
     def __exit__(self, *exc: object) -> None:
         if self.helper is not None and self.helper.poll() is None:
             self.helper.communicate("")  # no request: the helper ends without logging
-
-
-def _start_helper(root: Path, **popen_args: Any) -> subprocess.Popen:
-    """Start `_helper` for `root`, in a new Python running this very pipeline package."""
-    package_dir = str(Path(pipeline.__file__).resolve().parent.parent)
-    path = os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")]))
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.tracking", str(root)],
-        text=True,
-        env={**os.environ, "PYTHONPATH": path},
-        **popen_args,
-    )
 
 
 def _helper(root: Path) -> None:

@@ -4,19 +4,16 @@ MLflow store, and small projects prepared from the real data."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,6 +24,11 @@ from pipeline.mnist import IDX_FILES
 from pipeline.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
+# The benchmark's helpers for serving a directory and copying the project serve the tests too.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench import copy_tree as copy_tree  # noqa: E402  (re-exported for the test modules)
+from bench import serve_directory  # noqa: E402
+
 BIN = Path(sys.executable).parent
 # Never reach for the official mirrors from a test: only the sources a test names.
 OFFLINE = ["data.sources=[]", "data.retries=1", "data.timeout=10"]
@@ -57,27 +59,6 @@ def mnist_dir() -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def serve_directory(directory: Path, handler: type = _QuietHandler) -> tuple[str, Callable]:
-    """Serve `directory` over HTTP on 127.0.0.1; returns the base URL and a stop function."""
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(directory))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-    return f"http://127.0.0.1:{server.server_port}/", stop
 
 
 @pytest.fixture(scope="session")
@@ -161,18 +142,6 @@ def make_project(
 def small_project(make_project: Callable) -> tuple[Paths, DictConfig]:
     """Real MNIST cut to 6,000 training and 2,000 test images, trained for one epoch."""
     return make_project("data.train_samples=6000", "data.test_samples=2000", "epochs=1")
-
-
-def copy_project(dest: Path) -> None:
-    """The project's files as git would commit them (tracked, and untracked but not ignored)."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    for name in listed.splitlines():
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
 
 
 def free_port() -> int:

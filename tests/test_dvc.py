@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project
+from conftest import copy_tree
 
 STAGES = ("download", "preprocess", "train", "evaluate")
 GIT_ENV = {
@@ -41,7 +41,7 @@ def env(http_mirror: str) -> dict[str, str]:
 def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
     """The project's files, as git would commit them, in a fresh git repo."""
     dest = tmp_path_factory.mktemp("repo")
-    copy_project(dest)
+    copy_tree(dest)
     sh(dest, "git", "init", "-q", env=env)
     sh(dest, "git", "add", "-A", env=env)
     sh(dest, "git", "commit", "-qm", "baseline", env=env)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import copy_project
+from conftest import copy_tree
 from test_dvc import GIT_ENV, STAGES, sh
 
 # Small enough that the whole module runs in well under a minute, big enough to learn digits.
@@ -63,7 +63,7 @@ def origin(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], storag
     """The project in a fresh git repo, reproduced on a small configuration, pushed to the
     remote, and committed (params, dvc.lock, remote config) as a team member would."""
     repo = tmp_path_factory.mktemp("origin")
-    copy_project(repo)
+    copy_tree(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     # Only the mirror: a stage that ever runs where the mirror is absent fails loudly.
     params["data"].update(sources=[], retries=1, timeout=10.0, **SMALL)
