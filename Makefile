@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 # DVC stages run `python -m pipeline.<stage>`: put the venv's python first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test bench lint params ui clean
+.PHONY: run test test-fast bench lint params ui clean
 
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ run: $(INSTALLED)  ## create .venv, install, run the whole DVC pipeline
 
 test: $(INSTALLED)  ## create .venv, install, run the test suite
 	pytest
+
+test-fast: $(INSTALLED)  ## everyday: the suite without the tests marked slow (under 2 minutes)
+	pytest -m "not slow"
 
 bench: $(INSTALLED)  ## measure the pipeline against the seed's Keras loop: docs/benchmarks.md
 	python benchmarks/bench.py

@@ -42,12 +42,12 @@ def machine() -> str:
 
 def run_all(configs: list[tuple[str, list[str]]], root: Path, out: Path) -> list[dict]:
     import keras
-    import mlflow
 
     from pipeline.config import compose, validate
     from pipeline.evaluate import evaluate
+    from pipeline.fit import fit
     from pipeline.paths import Paths
-    from pipeline.train import ensure_data, train
+    from pipeline.train import ensure_data
 
     rows = []
     for label, overrides in configs:
@@ -55,10 +55,9 @@ def run_all(configs: list[tuple[str, list[str]]], root: Path, out: Path) -> list
         paths = Paths(root=root, out=out / "runs" / label)
         ensure_data(cfg, paths)
         start = time.perf_counter()
-        result = train(cfg, paths, entry_point="benchmark")
+        fit(cfg, paths, entry_point="benchmark", tags={"benchmark": "activations"})
         metrics = evaluate(cfg, paths)
         seconds = time.perf_counter() - start
-        mlflow.MlflowClient().set_tag(result["run_id"], "benchmark", "activations")
         rows.append({"label": label, "seconds": seconds, **metrics})
         print(f"{label}: test {metrics['test_accuracy']:.4f} in {seconds:.0f} s", flush=True)
         keras.backend.clear_session()

@@ -1,13 +1,9 @@
-"""Command-line plumbing shared by the stage modules: one-line errors and non-zero exits."""
+"""Command-line plumbing shared by the commands: one-line errors, non-zero exits, signals."""
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
 import errno
-import logging
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -15,7 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from pipeline.config import PipelineError, load_params
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
 
 
 class Terminated(KeyboardInterrupt):
@@ -75,31 +72,3 @@ def run_stage(
         if not is_write_error(err):
             raise
         write_failed(err)
-
-
-_succeeded = False
-
-
-def _end_without_teardown() -> None:
-    if not _succeeded:
-        return  # a failure ends the ordinary way, with its own exit status
-    logging.shutdown()  # its exit handler was registered before this one, so would not run
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(0)
-
-
-def run(main: Callable[[], None]) -> None:
-    """Run a module's `main` as this process's command (its `__main__` block).
-
-    A command that succeeds skips the interpreter's teardown. Python still joins its threads
-    and runs the exit handlers registered from here on (MLflow's flushes among them), then
-    exits at once instead of freeing every module object by object: with TensorFlow loaded
-    that took over a second here, after all the work, in each `dvc repro` stage that trains
-    or evaluates. Every file is written and closed by then.
-    """
-    global _succeeded
-    atexit.register(_end_without_teardown)  # registered first, so it runs last
-    main()
-    _succeeded = True

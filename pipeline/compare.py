@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import plots, tracking
-from pipeline.config import PipelineError
+from pipeline.cli import fail
+from pipeline.errors import PipelineError
 from pipeline.io import write_text
 
 COLUMNS = (
@@ -49,30 +50,23 @@ def find_runs(
         parent: Only the child runs of this sweep's parent run.
         top: Keep this many runs at most.
     """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise NoRunsError(f"no experiment {experiment!r} in {mlflow.get_tracking_uri()}")
     clauses = [c for c in (filter_string, "metrics.test_accuracy > -1") if c]
     if parent:
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
+    root = Path.cwd()
     try:
-        runs = client.search_runs(
-            [found.experiment_id],
-            filter_string=" and ".join(clauses),
-            order_by=["metrics.test_accuracy DESC"],
-            max_results=top or 1000,
+        runs = tracking.search_runs(
+            root, experiment, " and ".join(clauses), ["metrics.test_accuracy DESC"], top or 1000
         )
-    except MlflowException as err:
-        raise NoRunsError(f"bad filter {filter_string!r}: {err.message.splitlines()[0]}") from None
+    except ValueError as err:
+        raise NoRunsError(f"bad filter {filter_string!r}: {err}") from None
+    if runs is None:
+        raise NoRunsError(f"no experiment {experiment!r} in {tracking.tracking_uri(root)}")
     if not runs:
         scope = [c for c in (filter_string, parent and f"sweep {parent}") if c]
         matching = f" matching {' and '.join(scope)}" if scope else ""
         raise NoRunsError(f"no evaluated runs in experiment {experiment!r}{matching}")
-    return list(runs)
+    return runs
 
 
 def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
@@ -118,8 +112,6 @@ def text_table(rows: list[dict[str, Any]]) -> str:
 
 def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
     """Write table.md, table.csv, accuracy.png and curves.png under `out`; return them."""
-    import mlflow
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS, "run_id"], lineterminator="\n")
     writer.writeheader()
@@ -135,13 +127,12 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
         out / "accuracy.png",
         title,
     )
-    client = mlflow.MlflowClient()
     curves = {}
     for row in rows[:MAX_CURVES]:
         series = {
-            name: [m.value for m in sorted(history, key=lambda m: m.step)]
+            name: history
             for name in ("train_accuracy", "test_accuracy")
-            if (history := client.get_metric_history(row["run_id"], f"epoch/{name}"))
+            if (history := tracking.metric_history(Path.cwd(), row["run_id"], f"epoch/{name}"))
         }
         if series:
             curves[row["run"]] = series
@@ -170,9 +161,6 @@ def compare(
 
 def main(argv: list[str] | None = None) -> None:
     """Compare MLflow runs by test accuracy and overfitting."""
-    import mlflow
-
-    from pipeline.cli import fail
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--experiment", default=tracking.EXPERIMENT)
@@ -183,7 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.top is not None and args.top < 1:
         parser.error(f"--top: invalid value {args.top}; must be a positive integer")
-    mlflow.set_tracking_uri(tracking.tracking_uri(Path.cwd()))
     try:
         compare(args.experiment, args.filter, args.parent, args.top, args.out)
     except NoRunsError as err:
@@ -191,6 +178,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run
-
-    run(main)
+    main()

@@ -9,7 +9,8 @@ composes, both in `python -m pipeline.train` and in DVC's compose step for `dvc 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -22,39 +23,21 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from pipeline.models import MODELS as MODEL_SPECS  # light: no Keras
+from pipeline.activations import ACTIVATIONS, ARGUMENTS
+from pipeline.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-
-class PipelineError(Exception):
-    """An expected failure (bad input, unreachable data): reported in one line, no traceback."""
-
-
-class ConfigError(PipelineError, ValueError):
-    """A configuration value is invalid; the message is one line naming key, value and choices."""
-
-
-class Activation(Enum):
-    """Hidden-layer activations: the names Keras' `keras.activations.get` accepts."""
-
-    relu = "relu"
-    leaky_relu = "leaky_relu"
-    elu = "elu"
-    selu = "selu"
-    gelu = "gelu"
-    silu = "silu"
-    swish = "silu"  # Keras' other name for silu; an Enum alias, so runs record "silu"
-    tanh = "tanh"
-    sigmoid = "sigmoid"
-    softplus = "softplus"
-    softsign = "softsign"
-    mish = "mish"
-    relu6 = "relu6"
-    hard_sigmoid = "hard_sigmoid"
-    # Layers rather than functions: a learned slope, and k linear pieces with the max taken.
-    prelu = "prelu"
-    maxout = "maxout"
+# The names `activation=` accepts, from the activation table; an alias is an Enum alias, so
+# a run records the table's own name (`swish` -> `silu`).
+Activation = Enum(  # type: ignore[misc]
+    "Activation", [(n, a.name) for a in ACTIVATIONS.values() for n in (a.name, *a.aliases)]
+)
+# `activation_args`: every argument of the table's activations, with its default.
+ActivationArgs = dataclasses.make_dataclass(
+    "ActivationArgs",
+    [(a.name, a.kind, field(default=a.default)) for a in ARGUMENTS.values()],
+)
 
 
 class LRSchedule(Enum):
@@ -71,15 +54,27 @@ class Distribute(Enum):
     mirrored = "mirrored"  # one replica per GPU (or logical CPU), gradients averaged each step
 
 
-# The activations that take an argument, and which key of `activation_args` it is.
-ACTIVATION_ARGS = {"leaky_relu": "negative_slope", "elu": "alpha", "maxout": "pieces"}
+@dataclass
+class ModelConfig:
+    """The keys every model has; the shared hidden-layer builder reads the last three."""
+
+    name: str = MISSING
+    dropout: float = MISSING
+    l2: float = MISSING
+    batch_norm: bool = MISSING
 
 
 @dataclass
-class ActivationArgs:
-    negative_slope: float = MISSING  # leaky_relu
-    alpha: float = MISSING  # elu
-    pieces: int = MISSING  # maxout
+class MLPConfig(ModelConfig):
+    hidden_units: list[int] = MISSING
+
+
+@dataclass
+class CNNConfig(ModelConfig):
+    filters: list[int] = MISSING
+    convs_per_block: int = MISSING
+    kernel_size: int = MISSING
+    dense_units: int = MISSING
 
 
 @dataclass
@@ -132,6 +127,7 @@ class TrainConfig:
     resume: bool = MISSING
     distribute: Distribute = MISSING
     cpu_devices: int = MISSING
+    steps_per_execution: int = MISSING
 
 
 @dataclass
@@ -141,7 +137,7 @@ class Config:
     optimizer: Any = MISSING
     data: DataConfig = MISSING
     activation: Activation = MISSING
-    activation_args: ActivationArgs = MISSING
+    activation_args: ActivationArgs = field(default_factory=ActivationArgs)
     epochs: int = MISSING
     batch_size: int = MISSING
     seed: int = MISSING
@@ -151,22 +147,34 @@ class Config:
     train: TrainConfig = MISSING
 
 
-# The config-group choices with their schemas: models register theirs in pipeline/models/;
-# adding an optimizer takes a schema here, a YAML file in conf/optimizer/ and its Keras class
-# in pipeline/models/__init__.py.
-MODELS: dict[str, type] = {name: spec.schema for name, spec in MODEL_SPECS.items()}
+# The config-group choices with their schemas. A model is its schema here, its builder in
+# pipeline/models/ and its YAML file in conf/model/ (a test checks the three agree); an
+# optimizer is its schema here, its Keras class in pipeline/models/ and conf/optimizer/.
+MODELS: dict[str, type] = {"mlp": MLPConfig, "cnn": CNNConfig}
 OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sgd": SGDConfig}
+# Where the schemas live in Hydra's ConfigStore: apart from the groups' own choices, so that
+# `--help` and `optimizer=glob(*)` see only the YAML files.
+SCHEMA_GROUP = "schema"
 
 
 def register_schemas() -> None:
-    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to."""
+    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to, and the
+    `choices` resolver the help text uses."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for group, schemas in (("model", MODELS), ("optimizer", OPTIMIZERS)):
         for name, schema in schemas.items():
-            store.store(group=group, name=f"{name}_schema", node=schema)
+            store.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=schema)
+    OmegaConf.register_new_resolver("choices", choices, replace=True)
+
+
+def choices(what: str) -> str:
+    """The valid values of a config group (`model`) or of `activation`, for the help text."""
+    if what == "activation":
+        return _choices(Activation.__members__)
+    return _choices(sorted(p.stem for p in (CONF_DIR / what).glob("*.yaml")))
 
 
 def _choices(values: Any) -> str:
@@ -262,11 +270,12 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     _check(cpu_devices >= 1, "train.cpu_devices", cpu_devices, "a positive integer")
     _check(cpu_devices == 1 or typed.train.distribute is Distribute.mirrored,
            "train.cpu_devices", cpu_devices, "1 unless train.distribute=mirrored")  # fmt: skip
-    args = typed.activation_args
-    _check(args.negative_slope >= 0, "activation_args.negative_slope", args.negative_slope,
-           "non-negative")  # fmt: skip
-    _check(args.alpha >= 0, "activation_args.alpha", args.alpha, "non-negative")
-    _check(args.pieces >= 2, "activation_args.pieces", args.pieces, "at least 2")
+    for arg in ARGUMENTS.values():
+        value = typed.activation_args[arg.name]
+        rule = "non-negative" if arg.minimum == 0 else f"at least {arg.minimum}"
+        _check(value >= arg.minimum, f"activation_args.{arg.name}", value, rule)
+    steps = typed.train.steps_per_execution
+    _check(steps >= 1, "train.steps_per_execution", steps, "a positive integer")
     _check_model(typed.model)
     _check_optimizer(typed.optimizer)
     data = typed.data
@@ -334,7 +343,7 @@ def hydra_error(err: Exception) -> ConfigError:
             group = (cause.missing_cfg_file or "").split("/")[0]
             bad = (cause.missing_cfg_file or "").split("/")[-1]
             registry = {"model": MODELS, "optimizer": OPTIMIZERS}.get(group)
-            options = registry or [o for o in cause.options if not o.endswith("_schema")]
+            options = registry or cause.options
             return ConfigError(
                 f"{group}: invalid value {bad!r}; valid choices: {_choices(options)}"
             )
@@ -388,14 +397,20 @@ def check_overrides(args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
         raise hydra_error(err) from None
-    choices = []
+    jobs = []
     for override in parsed:
         key = override.get_key_element()
-        if override.is_sweep_override():
-            choices.append([f"{key}={v}" for v in override.sweep_string_iterator()])
-        else:
-            choices.append([override.input_line])
-    for job in itertools.product(*choices):
+        if not override.is_sweep_override():
+            jobs.append([override.input_line])
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:
+            # glob(...) needs Hydra's config loader and interval(...) has no list of values:
+            # Hydra expands (and checks) those itself when the sweep starts.
+            continue
+        jobs.append([f"{key}={v}" for v in values])
+    for job in itertools.product(*jobs):
         validate(compose(job))
 
 
@@ -410,6 +425,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run
-
-    run(main)
+    main()

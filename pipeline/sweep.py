@@ -84,39 +84,28 @@ class MlflowSweep(Callback):
     """Hydra callback: a parent MLflow run per multirun, finished with its children's report."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
         _share_cores(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
-        experiment = tracking.experiment_id(Path.cwd())  # first: it creates the store safely
-        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
-        run = tracking.retrying(
-            client.create_run,
-            experiment,
+        run_id = tracking.create_run(
+            Path.cwd(),
             run_name=f"sweep {overrides}"[:250],
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
         )
-        write_json(sweep_dir / PARENT_FILE, {"run_id": run.info.run_id})
+        write_json(sweep_dir / PARENT_FILE, {"run_id": run_id})
         global open_parent
-        open_parent = run.info.run_id
+        open_parent = run_id
         atexit.register(_close_aborted)
-        print(f"MLflow sweep run {run.info.run_id}: its jobs are its child runs", file=sys.stderr)
+        print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        import mlflow
-
         from pipeline import compare
 
         sweep_dir = Path(config.hydra.sweep.dir)
         run_id = parent_run_id(sweep_dir)
         if run_id is None:
             return
-        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
-        experiment = client.get_run(run_id).info.experiment_id
-        children = client.search_runs(
-            [experiment], filter_string=f"tags.mlflow.parentRunId = '{run_id}'"
-        )
+        children = tracking.child_runs(Path.cwd(), run_id)
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
         evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
@@ -125,11 +114,11 @@ class MlflowSweep(Callback):
                 sorted(evaluated, key=lambda c: -c.data.metrics["test_accuracy"])
             )
             title = f"sweep of {len(children)} jobs by test accuracy"
-            for path in compare.write_report(rows, sweep_dir / "compare", title):
-                client.log_artifact(run_id, str(path), "compare")
+            report = compare.write_report(rows, sweep_dir / "compare", title)
+            tracking.log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
-        client.set_tag(run_id, "jobs", f"{len(children) - len(failed)} of {jobs} finished")
-        client.set_terminated(run_id, status)
+        jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"
+        tracking.end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
         global last_status, open_parent
         last_status, open_parent = status, None
         print(f"MLflow sweep run {run_id} {status}", file=sys.stderr)
@@ -138,11 +127,7 @@ class MlflowSweep(Callback):
 def _close_open_parent(status: str, reason: str) -> None:
     global open_parent
     if open_parent is not None:
-        import mlflow
-
-        client = mlflow.MlflowClient(tracking.tracking_uri(Path.cwd()))
-        client.set_tag(open_parent, "error", reason)
-        client.set_terminated(open_parent, status)
+        tracking.end_run(Path.cwd(), open_parent, status, {"error": reason})
         open_parent = None
 
 

@@ -1,6 +1,8 @@
-"""MLflow bookkeeping: where runs go, what each run records about its origin.
+"""Every MLflow call of the project: where runs go, what each run records, reading runs back.
 
-MLflow only records runs; DVC decides what runs. The store is `MLFLOW_TRACKING_URI` when set,
+The only module that imports mlflow (a test checks), always inside its functions, so that
+modules which only name a run start without it. MLflow only records runs; DVC decides what
+runs. The store is `MLFLOW_TRACKING_URI` when set,
 otherwise `mlflow.db` (SQLite) at the project root with artifacts in `mlruns/` beside it, both
 addressed by absolute path, so runs that `dvc exp run --queue` starts in temporary copies of
 the project land in the project's own store.
@@ -13,19 +15,19 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-import pipeline
-from pipeline.config import ACTIVATION_ARGS, PipelineError
+from pipeline.activations import describe, own_args
+from pipeline.errors import TrackingError
 
 # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
 # flushing) waited up to a second for it; with a buffering interval it waits on an event
@@ -101,18 +103,23 @@ def experiment_id(root: Path) -> str:
             return experiment.experiment_id
         return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri))
 
-    if not uri.startswith("sqlite:///"):
-        return retrying(get_or_create)
-    # MLflow creates a new SQLite store's tables with migrations that two processes must not
-    # run at once (they leave it broken): the first to come creates it, the others wait.
-    database = Path(uri.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
+    try:
+        if not uri.startswith("sqlite:///"):
             return retrying(get_or_create)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        # MLflow creates a new SQLite store's tables with migrations that two processes must
+        # not run at once (they leave it broken): the first to come creates it, the others
+        # wait.
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return retrying(get_or_create)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except Exception as err:  # whatever the store's driver raised: said in one line
+        reason = f"{type(err).__name__}: {err}".splitlines()[0]
+        raise TrackingError(f"MLflow: cannot use the tracking store {uri}: {reason}") from None
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -126,20 +133,17 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
             yield prefix[:-1], node
 
     plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    # Of activation_args, only the chosen activation's own argument (if any) shaped the run.
-    own = ACTIVATION_ARGS.get(cfg.activation.value)
-    plain["activation_args"] = {own: plain["activation_args"][own]} if own else {}
+    # Of activation_args, only the chosen activation's own arguments (if any) shaped the run.
+    plain["activation_args"] = own_args(cfg.activation.value, plain["activation_args"])
     return {
         key: str(value) for key, value in walk(plain, "") if not key.startswith(_UNLOGGED_PARAMS)
     }
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Says what ran, e.g. `mlp-relu-rmsprop-e5-b128`."""
-    return (
-        f"{cfg.model.name}-{cfg.activation.value}-{cfg.optimizer.name}"
-        f"-e{cfg.epochs}-b{cfg.batch_size}"
-    )
+    """Says what ran, e.g. `mlp-relu-rmsprop-e5-b128`, `mlp-elu(alpha=0.5)-adam-e5-b128`."""
+    activation = describe(cfg.activation.value, cfg.activation_args)
+    return f"{cfg.model.name}-{activation}-{cfg.optimizer.name}-e{cfg.epochs}-b{cfg.batch_size}"
 
 
 # dvc_dir_md5's results by the files' identity (path, size, mtime, inode): the jobs of a
@@ -228,10 +232,6 @@ def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
             raise
 
 
-class TrackingError(PipelineError):
-    """A run could not be recorded."""
-
-
 def log_to_run(
     root: Path,
     run: dict[str, str],
@@ -249,76 +249,6 @@ def log_to_run(
         mlflow.log_metrics(metrics)
         for path, directory in files:
             mlflow.log_artifact(str(path), directory)
-
-
-class RunLogger:
-    """`log_to_run`, done by a process of its own that starts before the work it records.
-
-    A process that has not imported MLflow (a `dvc repro` stage) would spend over a second on
-    that import and on opening the store before it could log anything. A helper process does
-    both on the other core while this one works, then logs what `log` sends it. Where MLflow
-    is imported already, `log` logs in this process.
-
-    Use it as a context manager: leaving it without calling `log` (the work failed) ends the
-    helper without logging anything.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.helper: subprocess.Popen | None = None
-        if "mlflow" not in sys.modules:
-            # `_helper`, in a new Python running this very pipeline package.
-            package_dir = str(Path(pipeline.__file__).resolve().parent.parent)
-            path = os.pathsep.join(filter(None, [package_dir, os.environ.get("PYTHONPATH")]))
-            self.helper = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.tracking", str(root)],
-                stdin=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "PYTHONPATH": path},
-            )
-
-    def log(
-        self,
-        run: dict[str, str],
-        metrics: dict[str, float],
-        files: list[tuple[Path, str | None]],
-    ) -> None:
-        """Log into `run` (see `log_to_run`) and wait until it is recorded.
-
-        Raises:
-            TrackingError: the helper could not record it (its reason, in one line).
-        """
-        if self.helper is None:
-            return log_to_run(self.root, run, metrics, files)
-        request = {"run": run, "metrics": metrics, "files": [[str(p), d] for p, d in files]}
-        _, stderr = self.helper.communicate(json.dumps(request))
-        if self.helper.returncode != 0:
-            lines = stderr.strip().splitlines()
-            raise TrackingError(lines[-1] if lines else f"exit status {self.helper.returncode}")
-
-    def __enter__(self) -> RunLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.helper is not None and self.helper.poll() is None:
-            self.helper.communicate("")  # no request: the helper ends without logging
-
-
-def _helper(root: Path) -> None:
-    """The process behind `RunLogger`: open the store, then log the request on stdin."""
-    # Ctrl-C is for the process that started this one, which then closes stdin.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        experiment_id(root)  # imports MLflow and opens (or creates) the store
-        request = sys.stdin.read()
-        if request:
-            request = json.loads(request)
-            files = [(Path(p), d) for p, d in request["files"]]
-            log_to_run(root, request["run"], request["metrics"], files)
-    except Exception as err:
-        print(f"MLflow: {type(err).__name__}: {err}".splitlines()[0], file=sys.stderr)
-        sys.exit(1)
 
 
 def ui_link(root: Path, port: int = 5000) -> str:
@@ -349,5 +279,142 @@ def epoch_history(run_id: str) -> dict[str, list[float]]:
     return history
 
 
-if __name__ == "__main__":
-    _helper(Path(sys.argv[1]))
+# The active run's records (inside `active_run`).
+
+
+def log_params(params: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params(params)
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
+    """Log into the active run; with `wait=False` in the background, so that the store's
+    latency never stalls training (ending the run waits for them)."""
+    import mlflow
+
+    mlflow.log_metrics(metrics, step=step, synchronous=wait)
+
+
+def set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def log_artifact(path: Path, directory: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), directory)
+
+
+def log_text(text: str, name: str) -> None:
+    import mlflow
+
+    mlflow.log_text(text, name)
+
+
+def log_keras_model(model: Any, example: np.ndarray, pip_requirements: list[str]) -> None:
+    """Log the model in MLflow's format, with its signature and an input example, so that
+    `mlflow models predict -m runs:/<run id>/model` can score it."""
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    # What MLflow's infer_signature gives for the model's input and output arrays, without
+    # compiling a prediction function to find out.
+    signature = ModelSignature(
+        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
+        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model"
+        # mlflow.keras.log_model fails when given an input example (mlflow issue 16183):
+        # saving into an existing directory, then logging it, gives the same artifacts.
+        path.mkdir()
+        mlflow.keras.save_model(
+            model,
+            str(path),
+            signature=signature,
+            input_example=np.asarray(example),
+            pip_requirements=pip_requirements,
+        )
+        mlflow.log_artifacts(str(path), "model")
+
+
+def active_uri() -> str:
+    """The store the active (or last) run went to."""
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+# Runs by id: sweeps' parent runs, reports.
+
+
+def _client(root: Path) -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri(root))
+
+
+def create_run(root: Path, run_name: str, tags: dict[str, str]) -> str:
+    """A new run in the project's experiment, left open (a sweep's parent); its id."""
+    experiment = experiment_id(root)  # first: it creates the store safely
+    run = retrying(_client(root).create_run, experiment, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def child_runs(root: Path, parent_id: str) -> list[Any]:
+    """The runs tagged as children of `parent_id` (a sweep's jobs)."""
+    client = _client(root)
+    experiment = client.get_run(parent_id).info.experiment_id
+    children = f"tags.mlflow.parentRunId = '{parent_id}'"
+    return client.search_runs([experiment], filter_string=children)
+
+
+def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:
+    client = _client(root)
+    for path in paths:
+        client.log_artifact(run_id, str(path), directory)
+
+
+def end_run(root: Path, run_id: str, status: str, tags: dict[str, str]) -> None:
+    """Tag and close a run opened by `create_run`, with `status` (FINISHED, FAILED, KILLED)."""
+    client = _client(root)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+def search_runs(
+    root: Path, experiment: str, filter_string: str, order_by: list[str], max_results: int
+) -> list[Any] | None:
+    """The experiment's runs matching `filter_string`; None when there is no such experiment.
+
+    Raises:
+        ValueError: MLflow refused the filter (its reason, one line).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(root)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    try:
+        return list(
+            client.search_runs(
+                [found.experiment_id],
+                filter_string=filter_string,
+                order_by=order_by,
+                max_results=max_results,
+            )
+        )
+    except MlflowException as err:
+        raise ValueError(err.message.splitlines()[0]) from None
+
+
+def metric_history(root: Path, run_id: str, key: str) -> list[float]:
+    """A metric's values in step order (a per-epoch curve)."""
+    history = _client(root).get_metric_history(run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]

@@ -20,7 +20,7 @@ import pytest
 from omegaconf import DictConfig
 
 from pipeline.config import compose
-from pipeline.mnist import IDX_FILES
+from pipeline.data.idx import IDX_FILES
 from pipeline.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,7 +112,7 @@ def config(*overrides: str) -> DictConfig:
 @pytest.fixture(scope="session")
 def raw_dir(tmp_path_factory: pytest.TempPathFactory, http_mirror: str) -> Path:
     """data/raw as the download stage leaves it, fetched from the HTTP mirror."""
-    from pipeline.download import download
+    from pipeline.data.download import download
 
     paths = Paths.project(tmp_path_factory.mktemp("download"))
     with pytest.MonkeyPatch.context() as mp:
@@ -126,7 +126,7 @@ def make_project(
     tmp_path_factory: pytest.TempPathFactory, raw_dir: Path
 ) -> Callable[..., tuple[Paths, DictConfig]]:
     """Factory: a project directory with real raw data, prepared with the given overrides."""
-    from pipeline.preprocess import preprocess
+    from pipeline.data.preprocess import preprocess
 
     def make(*overrides: str) -> tuple[Paths, DictConfig]:
         paths = Paths.project(tmp_path_factory.mktemp("project"))

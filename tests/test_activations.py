@@ -12,7 +12,10 @@ import pytest
 from conftest import ROOT
 
 from pipeline.config import MODELS, Activation, compose, validate
-from pipeline.preprocess import load_prepared
+from pipeline.data.prepared import load_prepared
+
+# Thirty trainings: the everyday check that each activation builds is tests/test_models.py.
+pytestmark = pytest.mark.slow
 
 # Small versions of each model keep 30 trainings quick; the layers are the shipped ones.
 SIZES = {
@@ -27,7 +30,8 @@ RELOAD = """
 import sys
 import keras
 import numpy as np
-import pipeline.layers  # registers the project's layers, as evaluate does
+import pipeline.models.layers  # registers the project's layers, as evaluate does
+
 x = np.load(sys.argv[1])
 for path in sys.argv[2:]:
     model = keras.saving.load_model(path, safe_mode=True)
@@ -39,7 +43,7 @@ for path in sys.argv[2:]:
 def trained(make_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     import keras
 
-    from pipeline.models import build_model
+    from pipeline.fit import build_from_config
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
     x, y = load_prepared(paths, "train")
@@ -51,7 +55,7 @@ def trained(make_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
         overrides = [f"model={model_name}", *SIZES[model_name], f"activation={activation}"]
         cfg = validate(compose([*overrides, f"epochs={EPOCHS}", "batch_size=64"]))
         keras.utils.set_random_seed(0)
-        model = build_model(cfg, total_steps=EPOCHS * len(x) // 64)
+        model = build_from_config(cfg, (28, 28), 10, total_steps=EPOCHS * len(x) // 64)
         model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0)
         model.save(out / f"{model_name}-{activation}.keras")
         # Called eagerly on the whole set, here and after reloading: compiling a prediction

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import ROOT, python
+
+# Runs the benchmark and trains on the full data.
+pytestmark = pytest.mark.slow
 
 
 def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:

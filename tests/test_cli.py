@@ -53,6 +53,7 @@ def test_single_run_fetches_data_trains_evaluates_and_logs(
         assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_sweep_logs_one_run_per_job(make_project, tmp_path: Path) -> None:
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
     before = {r.info.run_id for r in runs_tagged(entry_point="cli")}

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import OFFLINE, mlflow_server, python
 
+# Sweeps of several trainings, and `mlflow server` and `mlflow ui` started on 127.0.0.1.
+pytestmark = pytest.mark.slow
+
 SWEEP = ["activation=relu,tanh,elu"]
 SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
          "model.hidden_units=[64]"]  # fmt: skip

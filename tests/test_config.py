@@ -10,7 +10,9 @@ import yaml
 from conftest import ROOT, python
 from omegaconf import OmegaConf
 
-from pipeline.config import MODELS, OPTIMIZERS, Activation, ConfigError, compose, validate
+from pipeline.activations import ALIASES, ARGUMENTS, TABLE, markdown
+from pipeline.config import MODELS, OPTIMIZERS, Activation, check_overrides, compose, validate
+from pipeline.errors import ConfigError
 
 
 def test_params_yaml_is_exactly_conf_composed_without_overrides() -> None:
@@ -29,15 +31,28 @@ def test_defaults_are_the_seed() -> None:
     assert cfg.data.train_samples is None
 
 
-# prelu and maxout are layers (pipeline/layers.py), not Keras activation functions.
-@pytest.mark.parametrize(
-    "name", [a for a in Activation.__members__ if a not in ("prelu", "maxout")]
-)
-def test_every_activation_function_is_one_keras_knows(name: str) -> None:
+@pytest.mark.parametrize("entry", TABLE, ids=lambda a: a.name)
+def test_every_activation_in_the_table_is_one_keras_builds(entry) -> None:
     import keras
 
-    cfg = validate(compose([f"activation={name}"]))
-    assert callable(keras.activations.get(cfg.activation.value))
+    from pipeline.models.layers import Maxout
+
+    cfg = validate(compose([f"activation={entry.name}"]))
+    assert cfg.activation.value == entry.name
+    if entry.layer is None:
+        assert keras.activations.get(entry.name).__name__ == entry.name
+    else:
+        assert getattr(keras.layers, entry.layer, None) or entry.layer == Maxout.__name__
+
+
+def test_activation_choices_and_arguments_come_from_the_table() -> None:
+    assert [a for a in Activation.__members__ if a not in ALIASES] == [a.name for a in TABLE]
+    cfg = validate(compose())
+    assert dict(cfg.activation_args) == {a.name: a.default for a in ARGUMENTS.values()}
+
+
+def test_readme_lists_every_activation_as_the_table_says() -> None:
+    assert markdown() in (ROOT / "README.md").read_text()
 
 
 def test_cnn_brings_its_schedule_which_overrides_still_replace() -> None:
@@ -62,7 +77,7 @@ def test_every_group_choice_composes(group: str) -> None:
     [
         ("activation=foo", "activation: invalid value 'foo'; valid choices: relu, leaky_relu,"),
         ("optimizer=adamw", "optimizer: invalid value 'adamw'; valid choices: rmsprop, adam, sgd"),
-        ("model=resnet", "model: invalid value 'resnet'; valid choices: cnn, mlp"),
+        ("model=resnet", "model: invalid value 'resnet'; valid choices: mlp, cnn"),
         ("epochs=0", "epochs: invalid value 0; must be a positive integer"),
         ("epochs=-3", "epochs: invalid value -3; must be a positive integer"),
         ("batch_size=0", "batch_size: invalid value 0; must be a positive integer"),
@@ -146,10 +161,50 @@ def test_dvc_stage_refuses_a_bad_params_file(tmp_path: Path) -> None:
     params = OmegaConf.to_container(compose(), resolve=True, enum_to_str=True)
     params["activation"] = "relu7"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_train(tmp_path, "--params", "params.yaml")
+    result = python(tmp_path, "-m", "pipeline.fit", check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "error: activation: invalid value 'relu7'; valid choices: "
         + ", ".join(Activation.__members__)
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["optimizer=glob(*)"], ["optimizer=glob(*,exclude=sgd)", "seed=range(0,3)"],
+     ["optimizer.learning_rate=interval(0.0001,0.1)"], ["activation=choice(relu,elu)"]],
+    ids=["glob", "glob-and-range", "interval", "choice"],
+)  # fmt: skip
+def test_sweeps_hydra_expands_itself_pass_the_pre_check(args: list[str]) -> None:
+    check_overrides(args)  # no HydraException: what cannot be enumerated is left to Hydra
+
+
+def test_the_pre_check_still_refuses_what_it_can_enumerate_beside_a_glob() -> None:
+    with pytest.raises(ConfigError, match=r"^epochs: invalid value 0; must be a positive"):
+        check_overrides(["optimizer=glob(*)", "epochs=1,0"])
+    with pytest.raises(ConfigError, match=r"^activation: invalid value 'relu7'; valid choices"):
+        check_overrides(["optimizer.learning_rate=interval(0.001,0.1)", "activation=relu,relu7"])
+
+
+def test_group_choices_hold_no_schemas() -> None:
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from pipeline.config import CONF_DIR, register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        assert sorted(loader.get_group_options("model")) == ["cnn", "mlp"]
+        assert sorted(loader.get_group_options("optimizer")) == ["adam", "rmsprop", "sgd"]
+
+
+def test_help_names_the_choices_the_common_keys_and_an_example(tmp_path: Path) -> None:
+    result = python(tmp_path, "-m", "pipeline.train", "--help")
+    text = result.stdout
+    assert "model=cnn, mlp" in text and "optimizer=adam, rmsprop, sgd" in text
+    assert "activation=" + ", ".join(Activation.__members__) in text
+    assert "schema" not in text
+    assert "epochs=5 batch_size=128" in text and "python -m pipeline.train model=cnn" in text
+    assert list(tmp_path.iterdir()) == []  # help writes nothing

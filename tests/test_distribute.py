@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import OFFLINE, config, python
 
-from pipeline.config import ConfigError, PipelineError, compose, validate
+from pipeline.config import compose, validate
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.evaluate import evaluate
+from pipeline.fit import fit
 from pipeline.paths import Paths
-from pipeline.train import train
 
 SMALL = ["data.train_samples=6000", "data.test_samples=1000", "epochs=3"]
 MIRRORED = ["train.distribute=mirrored", "train.cpu_devices=2"]
@@ -44,6 +45,7 @@ def test_bad_distribute_settings_are_refused_in_one_line(override: str, expected
     assert str(err.value) == expected
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_cpu_devices_trains_like_one_device(make_project, tmp_path: Path) -> None:
     import keras
     import mlflow
@@ -76,7 +78,7 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(make_project, tmp_pa
     def one_device(name: str, *overrides: str) -> dict:
         out = Paths(root=paths.root, out=tmp_path / name)
         cfg = config(*SMALL, *overrides)
-        train(cfg, out)
+        fit(cfg, out)
         return evaluate(cfg, out)
 
     same_steps = one_device("global-batch", "batch_size=256")
@@ -87,4 +89,4 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(make_project, tmp_pa
 
     # In a process whose TensorFlow already started on one CPU device, it cannot be split.
     with pytest.raises(PipelineError, match=r"^train.cpu_devices=2: TensorFlow already runs "):
-        train(config(*SMALL, *MIRRORED), Paths(root=paths.root, out=tmp_path / "refused"))
+        fit(config(*SMALL, *MIRRORED), Paths(root=paths.root, out=tmp_path / "refused"))

@@ -12,8 +12,9 @@ import pytest
 from conftest import config, serve_directory
 from test_mnist import idx_bytes, synthetic_arrays
 
-from pipeline.download import DownloadError, download
-from pipeline.mnist import IDX_FILES, NPZ_FILE, load_raw
+from pipeline.data.download import download
+from pipeline.data.idx import IDX_FILES, NPZ_FILE, load_raw
+from pipeline.errors import DownloadError
 from pipeline.paths import Paths
 
 # sha256 of the decompressed content of each file, as conf/data/mnist.yaml lists them.

@@ -18,8 +18,9 @@ import pytest
 from conftest import config
 from test_download import assert_real_mnist
 
-from pipeline.download import DownloadError, download
-from pipeline.mnist import IDX_FILES
+from pipeline.data.download import download
+from pipeline.data.idx import IDX_FILES
+from pipeline.errors import DownloadError
 from pipeline.paths import Paths
 
 BIG = IDX_FILES["x_train"]  # 9.7 MB: the file to break
@@ -123,6 +124,7 @@ def test_error_statuses_are_retried_only_when_transient(
     assert not paths.raw.exists()
 
 
+@pytest.mark.slow
 def test_server_that_never_answers_times_out_then_next_source(
     mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -12,6 +12,9 @@ import pytest
 import yaml
 from conftest import copy_tree
 
+# Runs `dvc repro` on the full data.
+pytestmark = pytest.mark.slow
+
 STAGES = ("download", "preprocess", "train", "evaluate")
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",

@@ -16,6 +16,9 @@ import yaml
 from conftest import copy_tree
 from test_dvc import GIT_ENV, STAGES, sh
 
+# Runs `dvc repro`, push and pull.
+pytestmark = pytest.mark.slow
+
 # Small enough that the whole module runs in well under a minute, big enough to learn digits.
 SMALL = {"train_samples": 2000, "test_samples": 500}
 # Every output DVC caches (cache: true), hence what `dvc pull` must bring back.

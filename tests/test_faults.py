@@ -44,6 +44,7 @@ def cli_runs(uri: str) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_interrupted_training_ends_killed_and_leaves_no_model(
     make_project, tmp_path: Path, sig: signal.Signals, status: int
@@ -77,6 +78,7 @@ def test_interrupted_training_ends_killed_and_leaves_no_model(
     assert sorted(r.info.status for r in cli_runs(uri)) == ["FINISHED", "KILLED"]
 
 
+@pytest.mark.slow
 def test_diverging_run_fails_with_the_epoch_and_exits_non_zero(
     make_project, tmp_path: Path
 ) -> None:
@@ -96,7 +98,8 @@ def test_diverging_run_fails_with_the_epoch_and_exits_non_zero(
 def test_a_model_carrying_code_is_refused(tmp_path: Path) -> None:
     import keras
 
-    from pipeline.evaluate import ModelError, load_model
+    from pipeline.errors import ModelError
+    from pipeline.models.scoring import load_model
 
     model = keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: x * 2)])
     path = tmp_path / "model.keras"
@@ -108,14 +111,14 @@ def test_a_model_carrying_code_is_refused(tmp_path: Path) -> None:
 def test_environment_variables_are_never_logged(small_project, monkeypatch, tmp_path) -> None:
     import mlflow
 
+    from pipeline.fit import fit
     from pipeline.paths import Paths
-    from pipeline.train import train
 
     secret = "s3cr3t-token-value"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("MNIST_MIRROR", f"https://user:{secret}@mirror.example/")
     paths, cfg = small_project
-    result = train(cfg, Paths(root=paths.root, out=tmp_path))
+    result = fit(cfg, Paths(root=paths.root, out=tmp_path))
     run = mlflow.MlflowClient().get_run(result["run_id"])
     recorded = json.dumps([run.data.params, run.data.tags])
     assert secret not in recorded
@@ -125,6 +128,7 @@ def test_environment_variables_are_never_logged(small_project, monkeypatch, tmp_
         assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key
 
 
+@pytest.mark.slow
 def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     make_project, tmp_path: Path
 ) -> None:
@@ -183,6 +187,7 @@ def bad_disk(request: pytest.FixtureRequest, tmp_path: Path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_disk) -> None:
     import yaml
 
@@ -197,7 +202,7 @@ def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_dis
     (paths.root / "models").symlink_to(mount)  # the DVC stage's models/ is on that disk
     uri = f"sqlite:///{paths.root / 'mlflow.db'}"
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.train", "--params", "params.yaml"],
+        [sys.executable, "-m", "pipeline.fit"],
         cwd=paths.root, env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri},
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -210,6 +215,7 @@ def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_dis
     assert run.info.status == "FAILED" and reason in run.data.tags["error"]
 
 
+@pytest.mark.slow
 def test_two_parallel_sweeps_on_one_sqlite_store_lose_no_run(make_project, tmp_path: Path) -> None:
     import mlflow
 

@@ -57,6 +57,7 @@ LAUNCHERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
     make_project, tmp_path: Path, launcher: str
@@ -146,6 +147,7 @@ def test_shipped_slurm_config_composes_with_its_keys(tmp_path: Path) -> None:
     assert launcher["array_parallelism"] == 16
 
 
+@pytest.mark.slow
 def test_slurm_sweep_submits_one_job_array_and_fails_the_parent_when_submission_fails(
     tmp_path: Path,
 ) -> None:

@@ -42,9 +42,12 @@ def test_stage_outputs_are_the_paths_the_code_writes() -> None:
 
 
 def test_stages_run_their_own_module_and_depend_on_it() -> None:
+    modules = {"download": "pipeline.data.download", "preprocess": "pipeline.data.preprocess",
+               "train": "pipeline.fit", "evaluate": "pipeline.evaluate"}  # fmt: skip
+    assert set(DVC) == set(modules)
     for name, stage in DVC.items():
-        assert stage["cmd"].startswith(f"python -m pipeline.{name}")
-        assert f"pipeline/{name}.py" in stage["deps"]
+        assert stage["cmd"].split()[:3] == ["python", "-m", modules[name]]
+        assert modules[name].replace(".", "/") + ".py" in stage["deps"]
         for dep in stage["deps"]:
             assert (ROOT / dep).exists() or dep.startswith(("data/", "models/")), dep
 
@@ -56,9 +59,11 @@ def test_stage_params_exist_in_the_config() -> None:
             assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, key
 
 
-def test_each_model_has_a_module_and_a_config_of_its_name() -> None:
-    from pipeline.models import MODELS
+def test_each_model_has_a_module_a_schema_and_a_config_of_its_name() -> None:
+    from pipeline.config import MODELS as SCHEMAS
+    from pipeline.models.build import BUILDERS as MODELS
 
+    assert set(MODELS) == set(SCHEMAS)
     for name in MODELS:
         assert (ROOT / "pipeline" / "models" / f"{name}.py").is_file()
         assert (ROOT / "conf" / "model" / f"{name}.yaml").is_file()

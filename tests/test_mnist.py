@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.mnist import IDX_FILES, NPZ_FILE, load_raw, parse_idx, read_idx_gz, read_npz
+from pipeline.data.idx import IDX_FILES, NPZ_FILE, load_raw, parse_idx, read_idx_gz, read_npz
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

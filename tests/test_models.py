@@ -5,14 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.activations import ACTIVATIONS
 from pipeline.config import MODELS, OPTIMIZERS, Activation, compose, validate
-from pipeline.models import _OPTIMIZERS as KERAS_OPTIMIZERS
-from pipeline.models import MODELS as MODEL_SPECS
-from pipeline.models import build_model
+from pipeline.fit import build_from_config
+from pipeline.models.build import BUILDERS
+from pipeline.models.build import OPTIMIZERS as KERAS_OPTIMIZERS
+
+
+def build_model(cfg, total_steps: int | None = None):
+    """The configured model for MNIST's 28x28 images and 10 classes, as the train stage
+    builds it."""
+    return build_from_config(cfg, (28, 28), 10, total_steps)
 
 
 def test_registries_agree_with_the_config_schemas() -> None:
-    assert set(MODEL_SPECS) == set(MODELS) == {"mlp", "cnn"}
+    assert set(BUILDERS) == set(MODELS) == {"mlp", "cnn"}
     assert set(KERAS_OPTIMIZERS) == set(OPTIMIZERS)
 
 
@@ -48,6 +55,19 @@ def test_cosine_schedule_decays_to_zero_over_all_steps() -> None:
 def test_every_activation_builds_in_every_model(model: str, activation: str) -> None:
     cfg = validate(compose([f"model={model}", f"activation={activation}"]))
     built = build_model(cfg, total_steps=10)
+    # What follows the first hidden layer (past its batch normalization) is what the name
+    # stands for: Keras' function of that name, or the table's layer.
+    entry = ACTIVATIONS[activation]
+    first = next(i for i, layer in enumerate(built.layers) if hasattr(layer, "kernel"))
+    after = next(x for x in built.layers[first + 1 :] if type(x).__name__ != "BatchNormalization")
+    if entry.layer is None:
+        applied = built.layers[first].activation
+        if applied.__name__ == "linear":  # batch norm in between: an Activation layer
+            applied = after.activation
+        assert applied.__name__ == activation
+    else:
+        assert built.layers[first].activation.__name__ == "linear"
+        assert type(after).__name__ == entry.layer
     out = built.predict(np.ones((2, 784), np.float32), verbose=0)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
@@ -79,7 +99,7 @@ def layer_types(model) -> list[str]:
 
 
 def test_maxout_keeps_the_max_of_each_group_of_pieces() -> None:
-    from pipeline.layers import Maxout
+    from pipeline.models.layers import Maxout
 
     dense_out = np.array([[1, 5, 2, -1, -4, -2]], np.float32)
     np.testing.assert_array_equal(Maxout(3)(dense_out), [[5, -1]])

@@ -13,10 +13,12 @@ import yaml
 from conftest import config
 
 from pipeline import tracking
-from pipeline.evaluate import evaluate, score
+from pipeline.data.prepared import load_prepared, split_validation
+from pipeline.errors import DataError
+from pipeline.evaluate import evaluate
+from pipeline.fit import fit
+from pipeline.models.scoring import score
 from pipeline.paths import Paths
-from pipeline.preprocess import DataError, load_prepared, split_validation
-from pipeline.train import train
 
 METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap"}
 
@@ -27,7 +29,7 @@ def assert_png(path: Path) -> None:
 
 
 def test_preprocess_matches_the_seed_preparation(make_project, raw_dir: Path) -> None:
-    from pipeline.mnist import load_raw
+    from pipeline.data.idx import load_raw
 
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     raw = load_raw(raw_dir)
@@ -48,13 +50,13 @@ def test_stale_prepared_data_is_detected_before_training(make_project, tmp_path:
     paths, cfg = make_project("data.train_samples=100", "data.test_samples=100")
     np.save(paths.prepared / "x_train.npy", np.zeros((100, 28, 28), np.uint8))  # pre-reshape
     with pytest.raises(DataError, match="stale or damaged.*re-run preprocess"):
-        train(cfg, paths)
+        fit(cfg, paths)
 
 
 @pytest.fixture(scope="module")
 def trained(small_project) -> tuple[Paths, dict, dict]:
     paths, cfg = small_project
-    result = train(cfg, paths)
+    result = fit(cfg, paths)
     metrics = evaluate(cfg, paths)
     return paths, result, metrics
 
@@ -147,6 +149,7 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert "407,050" in summary
 
 
+@pytest.mark.slow
 def test_logged_model_scores_like_the_saved_one(trained, tmp_path: Path) -> None:
     import os
     import subprocess
@@ -192,7 +195,7 @@ def test_validation_split_and_early_stopping_keep_the_best_weights(
         "optimizer.learning_rate=0.01",
     )
     run_paths = Paths(root=paths.root, out=tmp_path)
-    result = train(cfg, run_paths)
+    result = fit(cfg, run_paths)
     metrics = evaluate(cfg, run_paths)
     history = result["history"]
     assert {"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(history)
@@ -214,7 +217,7 @@ def test_same_config_gives_the_same_metrics(small_project, tmp_path: Path) -> No
     results = []
     for name in ("a", "b"):
         run_paths = Paths(root=paths.root, out=tmp_path / name)
-        train(cfg, run_paths)
+        fit(cfg, run_paths)
         results.append(evaluate(cfg, run_paths))
     for key in METRIC_KEYS:
         assert results[0][key] == pytest.approx(results[1][key], abs=1e-3), key

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_mnist import idx_bytes, synthetic_arrays
 
-from pipeline.mnist import parse_idx, read_idx_gz, read_npz
+from pipeline.data.idx import parse_idx, read_idx_gz, read_npz
 
 IMAGES = idx_bytes(synthetic_arrays(4, 2)["x_train"])
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

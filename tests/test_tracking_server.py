@@ -20,6 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import OFFLINE, mlflow_server, python
 
+# Starts PostgreSQL-backed `mlflow server` processes.
+pytestmark = pytest.mark.slow
+
 URL_VAR = "MNIST_PIPELINE_POSTGRES_URL"
 REQUIRE_VAR = "MNIST_PIPELINE_REQUIRE_POSTGRES"
 DATA = ["data.train_samples=2000", "data.test_samples=500"]

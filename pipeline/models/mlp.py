@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from typing import Any
 
-from omegaconf import MISSING, DictConfig
+import keras
 
-from pipeline.models import ModelConfig, register
-
-
-@dataclass
-class MLPConfig(ModelConfig):
-    hidden_units: list[int] = MISSING
+from pipeline.models.layers import hidden
 
 
-@register("mlp", MLPConfig)
-def build_mlp(cfg: DictConfig):
-    import keras
-
-    from pipeline.layers import hidden
-    from pipeline.mnist import NUM_CLASSES
-    from pipeline.preprocess import FEATURES
-
-    layers: list = [keras.Input(shape=(FEATURES,), name="pixels")]
-    for units in cfg.model.hidden_units:
-        layers += hidden(keras.layers.Dense, units, cfg)
-        if cfg.model.dropout:
-            layers.append(keras.layers.Dropout(cfg.model.dropout))
-    layers.append(keras.layers.Dense(NUM_CLASSES, activation="softmax", name="digit"))
+def build(
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    activation: str,
+    activation_args: Mapping[str, Any],
+    *,
+    hidden_units: list[int],
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    batch_norm: bool = False,
+) -> keras.Model:
+    """Flat pixels -> a Dense(units) + activation per entry of `hidden_units` -> softmax."""
+    layers: list = [keras.Input(shape=(math.prod(image_shape),), name="pixels")]
+    for units in hidden_units:
+        layers += hidden(
+            keras.layers.Dense, units, activation, activation_args, l2=l2, batch_norm=batch_norm
+        )
+        if dropout:
+            layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", name="digit"))
     return keras.Sequential(layers, name="mlp")

@@ -1,4 +1,4 @@
-"""Reading MNIST's files: the IDX format (the dataset as published) and Keras' mnist.npz.
+"""Reading the dataset's files: the IDX format (the dataset as published) and Keras' mnist.npz.
 
 Readers check every declared size against the bytes actually present before building an
 array, so a truncated or corrupt file is a clear ValueError rather than a crash.

@@ -1,16 +1,14 @@
-"""Building blocks shared by the models: the configured activation after a hidden layer, and
-the Maxout layer Keras lacks."""
+"""Building blocks the models share: a hidden layer with its activation, and the Maxout layer
+Keras lacks. How each activation is built comes from the table in `pipeline.activations`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from omegaconf import DictConfig
+import keras
 
-from pipeline.backend import keras
-
-# Activations that need a layer of their own: an argument, or weights.
-_LAYER_ACTIVATIONS = ("leaky_relu", "elu", "prelu", "maxout")
+from pipeline.activations import ACTIVATIONS
 
 
 @keras.saving.register_keras_serializable(package="mnist_pipeline")
@@ -40,48 +38,50 @@ class Maxout(keras.layers.Layer):
         return {**super().get_config(), "pieces": self.pieces}
 
 
-def activation_layer(cfg: DictConfig, spatial: bool) -> keras.layers.Layer:
-    """The configured activation as a layer of its own."""
-    name, args = cfg.activation.value, cfg.activation_args
-    if name == "leaky_relu":
-        return keras.layers.LeakyReLU(negative_slope=args.negative_slope)
-    if name == "elu":
-        return keras.layers.ELU(alpha=args.alpha)
-    if name == "prelu":
-        # One learned slope per channel, shared across positions, as in He et al. (2015).
-        return keras.layers.PReLU(shared_axes=[1, 2] if spatial else None)
-    if name == "maxout":
-        return Maxout(args.pieces)
-    return keras.layers.Activation(name)
+# The project's own layers, by the name the activation table gives.
+_CUSTOM_LAYERS = {"Maxout": Maxout}
+
+
+def activation_layer(name: str, args: Mapping[str, Any], spatial: bool) -> keras.layers.Layer:
+    """Activation `name` (a key of the table) as a layer of its own, with its arguments."""
+    entry = ACTIVATIONS[name]
+    if entry.layer is None:
+        return keras.layers.Activation(name)
+    kwargs = {a.name: args[a.name] for a in entry.args}
+    if spatial:
+        kwargs.update(entry.spatial)
+    layer = _CUSTOM_LAYERS.get(entry.layer) or getattr(keras.layers, entry.layer)
+    return layer(**kwargs)
 
 
 def hidden(
     layer: Callable[..., keras.layers.Layer],
     width: int,
-    cfg: DictConfig,
+    activation: str,
+    activation_args: Mapping[str, Any],
     *,
+    l2: float = 0.0,
+    batch_norm: bool = False,
     spatial: bool = False,
-    **kwargs,
+    **kwargs: Any,
 ) -> list[keras.layers.Layer]:
     """A hidden layer (`Dense` or `Conv2D` with `width` units) and its activation.
 
-    Uses the layer's own `activation=` where possible, which keeps the seed's network exactly
-    the seed's; batch normalization goes between the linear part and the activation. Reads
-    `cfg.model.l2` and `cfg.model.batch_norm`, which every model's schema has (`ModelConfig`).
+    Uses the layer's own `activation=` for Keras' functions, which keeps the seed's network
+    exactly the seed's; batch normalization goes between the linear part and the activation.
     """
-    name = cfg.activation.value
-    l2 = cfg.model.l2
+    entry = ACTIVATIONS[activation]
     kwargs["kernel_regularizer"] = keras.regularizers.L2(l2) if l2 else None
-    if cfg.model.batch_norm:
+    if batch_norm:
         kwargs["use_bias"] = False  # the normalization's offset does the bias's job
-    elif name not in _LAYER_ACTIVATIONS:
-        return [layer(width, activation=name, **kwargs)]
-    if name == "maxout":
-        width *= cfg.activation_args.pieces
+    elif entry.layer is None:
+        return [layer(width, activation=activation, **kwargs)]
+    if entry.widen_by:
+        width *= activation_args[entry.widen_by]
     layers = [layer(width, **kwargs)]
-    if cfg.model.batch_norm:
+    if batch_norm:
         # Keras' default momentum (0.99) needs hundreds of steps before the statistics used
         # at inference settle; 0.9 (PyTorch's) serves short runs too.
         layers.append(keras.layers.BatchNormalization(momentum=0.9))
-    layers.append(activation_layer(cfg, spatial))
+    layers.append(activation_layer(activation, activation_args, spatial))
     return layers

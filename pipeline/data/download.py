@@ -1,4 +1,5 @@
-"""Stage 1, download: fetch MNIST into data/raw/ and verify every file.
+"""Stage 1, download: fetch MNIST into data/raw/ and verify every file (`dvc repro download`,
+or `python -m pipeline.data.download`).
 
 Sources are tried in order: $MNIST_MIRROR if set (an http(s):// or file:// URL, or a local
 path), then `data.sources`. A source ending in `.npz` is Keras' mnist.npz; any other is a base
@@ -23,21 +24,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import PipelineError
+from pipeline.cli import run_stage
+from pipeline.data.idx import IDX_FILES, NPZ_FILE
+from pipeline.errors import ChecksumError, DownloadError
 from pipeline.io import atomic_dir
-from pipeline.mnist import IDX_FILES, NPZ_FILE
 from pipeline.paths import Paths
 
 MIRROR_ENV = "MNIST_MIRROR"
 _CHUNK = 1 << 20
-
-
-class DownloadError(PipelineError):
-    """A source could not deliver verified files."""
-
-
-class ChecksumError(DownloadError):
-    """A file arrived but its content is not MNIST's."""
 
 
 def sources(data: DictConfig) -> list[str]:
@@ -189,12 +183,8 @@ def _sha256_file(path: Path) -> str:
 
 def main() -> None:
     """Download and verify MNIST into data/raw/."""
-    from pipeline.cli import run_stage
-
     run_stage(lambda cfg: download(cfg, Paths.project()), main.__doc__)
 
 
 if __name__ == "__main__":
-    from pipeline.cli import run
-
-    run(main)
+    main()

@@ -1,0 +1,325 @@
+"""Stage 3, train: fit the configured model, save it, and record the run in MLflow.
+
+`dvc repro train` runs `python -m pipeline.fit`, on the config DVC wrote to params.yaml; the
+evaluate stage completes the same MLflow run. `python -m pipeline.train` (the command users
+run) calls `fit` too, between preparing the data and evaluating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import hashlib
+import json
+import math
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from pipeline import plots, tracking
+from pipeline.cli import run_stage
+from pipeline.config import Distribute, validate
+from pipeline.data.prepared import image_shape, load_prepared, read_aligned, split_validation
+from pipeline.errors import DivergedError, PipelineError
+from pipeline.io import atomic_path, write_json
+from pipeline.paths import Paths
+
+# Where unfinished trainings keep their progress (weights, optimizer state, epoch, run id).
+RESUME_DIR = ".resume"
+
+
+def history_name(keras_name: str) -> str:
+    """Keras' epoch metric name with its split spelled out: `loss` -> `train_loss`."""
+    return keras_name if keras_name.startswith(("val_", "test_")) else f"train_{keras_name}"
+
+
+def build_from_config(
+    cfg: DictConfig,
+    image: tuple[int, ...],
+    num_classes: int,
+    total_steps: int | None = None,
+    steps_per_execution: int = 1,
+) -> Any:
+    """The configured model, compiled with the configured optimizer (see pipeline.models).
+
+    Args:
+        image: The images' shape (the model takes them flattened).
+        total_steps: Training steps in all (epochs times batches), for the `lr_schedule`.
+        steps_per_execution: Batches run per call into TensorFlow.
+    """
+    from pipeline.models.build import build_model, build_optimizer, compile_model
+
+    options = OmegaConf.to_container(cfg.model)
+    model = build_model(
+        options.pop("name"), image, num_classes, cfg.activation.value, cfg.activation_args,
+        **options,
+    )  # fmt: skip
+    opt = OmegaConf.to_container(cfg.optimizer)
+    optimizer = build_optimizer(
+        opt.pop("name"), opt.pop("learning_rate"), cfg.lr_schedule.value, total_steps, **opt
+    )
+    return compile_model(model, optimizer, steps_per_execution)
+
+
+def _epoch_callback(x_test: Any, y_test: np.ndarray) -> Any:
+    import keras
+
+    from pipeline.models.scoring import score
+
+    class EpochMetrics(keras.callbacks.Callback):
+        """Scores the test set after each epoch and logs every epoch metric to MLflow.
+
+        Keras names the epoch's metrics `loss`, `accuracy` and, with a validation split,
+        `val_loss`, `val_accuracy`; this adds `test_loss`, `test_accuracy` to the same logs
+        (and so to the History) and logs them all as `epoch/train_loss`, `epoch/val_loss`,
+        `epoch/test_loss`, ... with step = epoch (from 1): train versus held-out per epoch,
+        where overfitting shows.
+        """
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs if logs is not None else {}
+            if not math.isfinite(logs.get("loss", 0.0)):
+                # Nothing more can be learnt; stop, and fail the run with the reason.
+                raise DivergedError(f"loss became NaN at epoch {epoch + 1}")
+            # Scored as evaluate scores, batch by batch: Keras' own `evaluate` spent more
+            # time building its dataset and prediction function each epoch than scoring.
+            accuracy, loss, _ = score(self.model, x_test, y_test)
+            logs.update({"test_loss": loss, "test_accuracy": accuracy})
+            metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
+            tracking.log_metrics(metrics, step=epoch + 1, wait=False)
+
+    return EpochMetrics()
+
+
+def _strategy(cfg: DictConfig) -> tuple[Any, int]:
+    """Where the model is built and how many replicas train it: `(scope, replicas)`.
+
+    With `train.distribute=mirrored`, a `tf.distribute.MirroredStrategy` over every GPU, or,
+    on a machine without GPUs, over `train.cpu_devices` logical CPU devices (TensorFlow fixes
+    its devices when it starts, so this runs before any tensor exists). Otherwise no strategy
+    at all: the seed's single-device training, untouched.
+    """
+    if cfg.train.distribute is not Distribute.mirrored:
+        return contextlib.nullcontext(), 1
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        if cfg.train.cpu_devices > 1:
+            print("train.cpu_devices is for machines without GPUs: mirroring over the GPUs")
+        strategy = tf.distribute.MirroredStrategy()  # every visible GPU
+    else:
+        (cpu,) = tf.config.list_physical_devices("CPU")
+        n = cfg.train.cpu_devices
+        current = len(tf.config.get_logical_device_configuration(cpu) or [cpu])
+        if current != n:
+            try:
+                tf.config.set_logical_device_configuration(
+                    cpu, [tf.config.LogicalDeviceConfiguration()] * n
+                )
+            except RuntimeError:
+                raise PipelineError(
+                    f"train.cpu_devices={n}: TensorFlow already runs with {current} CPU "
+                    "device(s) in this process; train each cpu_devices value in its own process"
+                ) from None
+        # MirroredStrategy() alone would take CPU:0 only.
+        strategy = tf.distribute.MirroredStrategy(
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+        )
+    return strategy.scope(), strategy.num_replicas_in_sync
+
+
+def fit(
+    cfg: DictConfig,
+    paths: Paths | None = None,
+    entry_point: str = "api",
+    tags: dict[str, str] | None = None,
+) -> dict:
+    """Train the configured model on the prepared training set and log an MLflow run.
+
+    With `train.distribute=mirrored` one model is trained by a replica per device, each step
+    on `batch_size` images per replica (see `_strategy`); otherwise on one device.
+
+    Args:
+        cfg: A composed config (validated here).
+        paths: Where data is read and the run's files written (default: the project in cwd).
+        entry_point: Recorded as a tag: `dvc`, `cli` or `api`.
+        tags: More run tags, such as `mlflow.parentRunId` for a sweep's job.
+
+    Returns:
+        `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics).
+    """
+    cfg = validate(cfg)
+    paths = paths or Paths.project()
+    train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
+    image = image_shape(paths)
+    # Reading the data and hashing it for the run's tags need no interpreter lock, so they
+    # run on another core while TensorFlow and Keras are imported (on one).
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_aligned, *train_split, *test_split)
+        tagging = pool.submit(tracking.run_tags, paths.root, paths.prepared, entry_point)
+        # Before the first tensor: logical CPU devices can only be made before TF starts.
+        scope, replicas = _strategy(cfg)
+
+        import keras
+        import tensorflow as tf
+
+        from pipeline.models.scoring import as_tensors
+
+        x_train, y_train, x_test, y_test = as_tensors(reading.result())
+    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
+
+    keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
+    # batch_size is per replica, so that each device's share of a step stays the size
+    # configured: a step takes batch_size x replicas images, split between the replicas, and
+    # applies their averaged gradient with the optimizer's learning rate as configured.
+    batch_size = cfg.batch_size * replicas
+    steps = math.ceil(len(x_fit) / batch_size)
+    # Many batches per call into TensorFlow (train.steps_per_execution): the same steps in
+    # the same order (the same weights, bit for bit) without a return to Python after each
+    # one, which made the seed's loop about 1.6x slower here; few enough that Ctrl-C is still
+    # seen promptly. Under a distribution strategy Keras' multi-step loop fails ("You must
+    # feed a value for placeholder tensor", keras issue 19246): one step per call there.
+    per_call = 1
+    if cfg.train.distribute is Distribute.none:
+        per_call = min(steps, cfg.train.steps_per_execution)
+    with scope:  # the model's variables (and its optimizer's) live on every replica
+        model = build_from_config(
+            cfg, image, y_train.shape[1], total_steps=cfg.epochs * steps,
+            steps_per_execution=per_call,
+        )  # fmt: skip
+    callbacks = [_epoch_callback(x_test, y_test)]
+    if cfg.early_stopping.patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss",
+                patience=cfg.early_stopping.patience,
+                restore_best_weights=True,
+                verbose=1,
+            )
+        )
+    # Progress of this configuration, kept until the run completes, for `train.resume=true`.
+    progress, lock = _claim_progress(paths.root / RESUME_DIR, _digest(cfg))
+    resumed = _interrupted_run(progress) if cfg.train.resume and progress else None
+    if progress is not None:
+        if resumed is None:
+            shutil.rmtree(progress, ignore_errors=True)  # start afresh
+        callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
+    tags = {**tagging.result(), **(tags or {})}
+    with tracking.active_run(
+        paths.root, run_id=resumed, run_name=tracking.run_name(cfg), tags=tags
+    ) as run:
+        if progress is not None:
+            write_json(progress / "run.json", {"run_id": run.info.run_id})
+        tracking.log_params(tracking.flat_params(cfg))
+        if cfg.train.distribute is Distribute.mirrored:
+            tracking.log_params(
+                {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}
+            )
+            # Where the replicas ran: the devices holding a copy of the model's weights.
+            devices = [v.device for v in model.trainable_weights[0].value.values]
+            tracking.set_tags({"distribute.devices": ",".join(devices)})
+        start = time.perf_counter()
+        fitted = model.fit(
+            x_fit,
+            y_fit,
+            validation_data=(x_val, y_val) if len(x_val) else None,
+            epochs=cfg.epochs,
+            batch_size=batch_size,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        seconds = time.perf_counter() - start
+        # How fast this machine trained (per-epoch test scoring included), to compare runs
+        # across machines and settings; benchmarks/bench.py reads them too.
+        tracking.log_metrics(
+            {
+                "fit_seconds": seconds,
+                "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
+            }
+        )
+        if resumed:
+            # The run's own record holds every epoch, those before the interruption included.
+            history = tracking.epoch_history(run.info.run_id)
+        else:
+            history = {
+                history_name(k): [float(v) for v in values]
+                for k, values in sorted(fitted.history.items(), key=lambda i: history_name(i[0]))
+            }
+
+        with atomic_path(paths.model) as tmp:
+            model.save(tmp)
+        _write_history(history, paths.history)
+        plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
+        write_json(paths.run_info, {"run_id": run.info.run_id, "run_name": run.info.run_name})
+        tracking.log_artifact(paths.learning_curves, "plots")
+        tracking.log_artifact(paths.history)
+        tracking.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+        tracking.log_text("\n".join(lines) + "\n", "model_summary.txt")
+        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+        tracking.log_keras_model(model, np.asarray(x_test[:5]), requirements)
+    if progress is not None:
+        shutil.rmtree(progress, ignore_errors=True)
+        lock.close()
+    print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {tracking.active_uri()}")
+    return {"run_id": run.info.run_id, "model": paths.model, "history": history}
+
+
+def _digest(cfg: DictConfig) -> str:
+    """Names one configuration's progress: everything but `train.resume` itself."""
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    plain["train"].pop("resume")
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _claim_progress(base: Path, digest: str) -> tuple[Path | None, IO | None]:
+    """This configuration's progress directory, locked for this process.
+
+    Two trainings of one configuration at once (two sweeps, say) must not share it: the
+    second gets none, and keeps no progress to resume. The lock ends with the process.
+    """
+    base.mkdir(parents=True, exist_ok=True)
+    lock = open(base / f"{digest}.lock", "w")  # noqa: SIM115  (held for the whole training)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        print("another training of this configuration is running: this one cannot be resumed")
+        return None, None
+    return base / digest, lock
+
+
+def _interrupted_run(progress: Path) -> str | None:
+    """The MLflow run of an interrupted training of this configuration, if one left progress."""
+    if (progress / "run.json").is_file() and (progress / "state").is_dir():
+        run_id = json.loads((progress / "run.json").read_text())["run_id"]
+        print(f"resuming MLflow run {run_id} from its last completed epoch")
+        return run_id
+    print("train.resume: no interrupted run of this configuration; starting afresh")
+    return None
+
+
+def _write_history(history: dict[str, list[float]], path: Path) -> None:
+    """Per-epoch metrics as CSV, the format `dvc plots` draws."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        for i, row in enumerate(zip(*history.values(), strict=True)):
+            writer.writerow([i + 1, *(f"{v:.6f}" for v in row)])
+
+
+def main() -> None:
+    """Train the model params.yaml configures (the DVC train stage)."""
+    run_stage(lambda cfg: fit(cfg, Paths.project(), "dvc"), main.__doc__)
+
+
+if __name__ == "__main__":
+    main()
