@@ -10,8 +10,10 @@ download stage really downloads):
    `python -m pipeline.data.preprocess` on its own, then, alternately, the seed's script
    (benchmarks/seed.py), `python -m pipeline.train` (Hydra, train, evaluate, one MLflow
    run) and the DVC train stage (`python -m pipeline.fit`);
+   and, each round, what the start-up tricks the pipeline no longer plays would save (probes
+   in processes of their own);
 2. a sweep of several jobs in one `python -m pipeline.train -m` invocation;
-4. the arithmetic floor: the seed model's training FLOPs over the rate NumPy's float32
+3. the arithmetic floor: the seed model's training FLOPs over the rate NumPy's float32
    matrix product reaches on this machine at the seed's shapes.
 
 It prints one table and writes the same numbers, with the machine, versions and date, to
@@ -62,11 +64,14 @@ SIDES = ("seed", "pipeline", "train stage")
 
 @dataclass
 class Process:
-    """One measured process: wall seconds from start to exit, peak resident memory, output."""
+    """One measured process: wall seconds from start to exit, peak resident memory, output,
+    and the seconds from its last line of output to its exit (its exit handlers and the
+    interpreter's teardown, when the last line is printed at the end of the work)."""
 
     seconds: float
     peak_bytes: int
     output: str
+    after_last_line: float
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> Process:
@@ -75,13 +80,52 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> Process:
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    output = proc.stdout.read()
+    lines, last = [], start
+    for line in proc.stdout:
+        lines.append(line)
+        last = time.perf_counter()
+    output = "".join(lines)
     _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.exit(f"error: `{' '.join(cmd)}` exited {proc.returncode}:\n{output[-3000:]}")
-    return Process(seconds, usage.ru_maxrss * 1024, output)  # ru_maxrss is in KiB
+    return Process(end - start, usage.ru_maxrss * 1024, output, end - last)  # KiB -> bytes
+
+
+# What the pipeline once did at start-up and exit, measured here as probes in processes of
+# their own (the pipeline does none of it): Keras imported with scikit-learn, pandas and
+# pyplot hidden, and MLflow imported with the store opened (which a helper process once did
+# beside the evaluate stage's work).
+KERAS_IMPORT = """
+import sys, time
+start = time.perf_counter()
+if sys.argv[1] == "hidden":
+    for name in ("sklearn", "pandas", "matplotlib.pyplot"):
+        sys.modules[name] = None
+import keras
+print(time.perf_counter() - start)
+"""
+MLFLOW_OPEN = """
+import time
+from pathlib import Path
+start = time.perf_counter()
+from pipeline.tracking import experiment_id
+experiment_id(Path.cwd())
+print(time.perf_counter() - start)
+"""
+
+
+def removed_tricks(repo: Path, env: dict[str, str], python: list[str]) -> dict[str, float]:
+    """Seconds each removed start-up trick saved, measured now (one sample each)."""
+
+    def probe(*args: str) -> float:
+        return float(run([*python, *args], repo, env).output.strip().splitlines()[-1])
+
+    return {
+        "keras_optional": probe("-c", KERAS_IMPORT, "all") - probe("-c", KERAS_IMPORT, "hidden"),
+        "mlflow_open": probe("-c", MLFLOW_OPEN),
+    }
 
 
 def matmul_rate(seconds: float = 2.0) -> float:
@@ -329,6 +373,28 @@ def report(m: dict) -> str:
             f"The sweep of {sweep['jobs']} jobs took {sweep['seconds']:.1f} s in all, of which "
             f"its jobs' `fit` took {sum(sweep['fits']):.1f} s.",
             "",
+            "## What the removed start-up tricks cost",
+            "",
+            "Earlier versions saved start-up and exit time with tricks that act on the whole "
+            "process; they are gone (README, Performance). What each would save now, measured "
+            "in every round (medians):",
+            "",
+            "| trick (removed) | seconds it saved, per process that does it |",
+            "|---|---|",
+            f"| `os._exit(0)` after success, skipping the interpreter's teardown: the train "
+            f"stage's exit handlers and teardown, from its last line to its exit | "
+            f"{m['tricks']['teardown']:.2f} |",
+            f"| Keras imported with scikit-learn, pandas and pyplot hidden (`sys.modules[name] "
+            f"= None`): `import keras` as is, minus hidden | {m['tricks']['keras_optional']:.2f} |",
+            f"| A helper process importing MLflow and opening the store beside the evaluate "
+            f"stage's work: what the stage now spends on that itself | "
+            f"{m['tricks']['mlflow_open']:.2f} |",
+            "",
+            "Teardown and the Keras import are paid by both stages that load TensorFlow "
+            "(train, evaluate), so a cold `dvc repro` pays each about twice, and the MLflow "
+            "opening once more. With all three tricks, on 2026-11-28, the cold `dvc repro` "
+            "measured 1.17x the seed's whole script (19.7 s against 16.9 s).",
+            "",
         ]
     )
 
@@ -369,7 +435,7 @@ def main() -> None:
         if args.tiny:
             seed_args = ["--train-samples", "2000", "--test-samples", "500", "--epochs", "1"]
         results: dict[str, list[dict]] = {side: [] for side in SIDES}
-        colds, noops, preprocesses = [], [], []
+        colds, noops, preprocesses, tricks = [], [], [], []
         for i in range(repeats):
             print(f"round {i + 1} of {repeats}: cold dvc repro, seed, pipeline, train stage ...",
                   flush=True)  # fmt: skip
@@ -397,6 +463,9 @@ def main() -> None:
                 {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
                  "process": p.seconds, "peak": p.peak_bytes}
             )  # fmt: skip
+            # The train stage's last line is printed when its work is done: what follows is
+            # its exit handlers and the interpreter's teardown.
+            tricks.append({"teardown": p.after_last_line, **removed_tricks(repo, env, python)})
             print(f"  cold dvc repro {colds[-1]:.1f} s; " + "; ".join(
                 f"{side}: fit {r[-1]['fit_seconds']:.2f} s, process {r[-1]['process']:.1f} s"
                 for side, r in results.items()
@@ -446,6 +515,7 @@ def main() -> None:
         "noop": statistics.median(noops),
         "preprocess": statistics.median(preprocesses),
         "sweep": sweep,
+        "tricks": {k: statistics.median(t[k] for t in tricks) for k in tricks[0]},
         "source": source,
         "verdicts": not args.tiny,
     }
