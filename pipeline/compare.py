@@ -25,7 +25,7 @@ from pipeline.errors import PipelineError
 from pipeline.io import write_text
 
 COLUMNS = (
-    "run", "model", "activation", "optimizer", "epochs", "batch_size",
+    "run", "data", "model", "activation", "optimizer", "epochs", "batch_size",
     "train_accuracy", "test_accuracy", "gap", "duration_s",
 )  # fmt: skip
 # How many runs' curves one chart can show legibly.
@@ -37,7 +37,7 @@ class NoRunsError(PipelineError):
 
 
 def find_runs(
-    experiment: str = tracking.EXPERIMENT,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
     top: int | None = None,
@@ -78,6 +78,7 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run": run.info.run_name,
+                "data": params.get("data.name", "?"),
                 "model": params.get("model.name", "?"),
                 "activation": params.get("activation", "?"),
                 "optimizer": params.get("optimizer.name", "?"),
@@ -141,7 +142,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
 
 
 def compare(
-    experiment: str = tracking.EXPERIMENT,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
     top: int | None = None,
@@ -163,7 +164,10 @@ def main(argv: list[str] | None = None) -> None:
     """Compare MLflow runs by test accuracy and overfitting."""
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--experiment", default=tracking.EXPERIMENT)
+    parser.add_argument(
+        "--experiment", default=tracking.DEFAULT_EXPERIMENT,
+        help="runs go to an experiment named after their dataset: mnist, fashion_mnist, ...",
+    )  # fmt: skip
     parser.add_argument("--filter", default="", help="MLflow filter: \"params.activation = 'elu'\"")
     parser.add_argument("--parent", help="only the jobs of this sweep (its parent run id)")
     parser.add_argument("--top", type=int, help="keep the N best runs")

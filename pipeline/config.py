@@ -10,6 +10,7 @@ composes, both in `python -m pipeline.train` and in DVC's compose step for `dvc 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -108,9 +109,11 @@ class SGDConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
+    classes: list[str] = MISSING
+    mirror_env: str = MISSING
     sources: list[str] = MISSING
     idx_sha256: dict[str, str] = MISSING
-    npz_sha256: str = MISSING
+    npz_sha256: str | None = MISSING
     retries: int = MISSING
     timeout: float = MISSING
     train_samples: int | None = MISSING
@@ -131,6 +134,11 @@ class TrainConfig:
 
 
 @dataclass
+class TrackingConfig:
+    experiment: str = MISSING
+
+
+@dataclass
 class Config:
     # model and optimizer hold one of the schemas below, chosen by their `name`.
     model: Any = MISSING
@@ -145,6 +153,7 @@ class Config:
     val_split: float = MISSING
     early_stopping: EarlyStoppingConfig = MISSING
     train: TrainConfig = MISSING
+    tracking: TrackingConfig = MISSING
 
 
 # The config-group choices with their schemas. A model is its schema here, its builder in
@@ -278,14 +287,37 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     _check(steps >= 1, "train.steps_per_execution", steps, "a positive integer")
     _check_model(typed.model)
     _check_optimizer(typed.optimizer)
-    data = typed.data
+    _check_data(typed.data)
+    _check(bool(typed.tracking.experiment.strip()), "tracking.experiment",
+           typed.tracking.experiment, "a non-empty name")  # fmt: skip
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def _check_data(data: DictConfig) -> None:
+    _check(re.fullmatch(r"[A-Za-z0-9_.-]+", data.name) is not None, "data.name", data.name,
+           "letters, digits, '_', '-' or '.' (it names directories)")  # fmt: skip
+    classes = list(data.classes)
+    _check(len(classes) >= 2 and len(set(classes)) == len(classes), "data.classes", classes,
+           "at least 2 distinct class names")  # fmt: skip
+    _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", data.mirror_env) is not None,
+           "data.mirror_env", data.mirror_env, "an environment variable's name")  # fmt: skip
+    for name, digest in data.idx_sha256.items():
+        _check(_is_sha256(digest), f"data.idx_sha256.{name}", digest, "64 hex digits")
+    _check(data.npz_sha256 is None or _is_sha256(data.npz_sha256), "data.npz_sha256",
+           data.npz_sha256, "64 hex digits, or null when no source is an .npz")  # fmt: skip
+    for source in data.sources:
+        _check(not source.endswith(".npz") or data.npz_sha256 is not None, "data.sources",
+               source, "IDX bases only while data.npz_sha256 is null")  # fmt: skip
     _check(data.retries >= 1, "data.retries", data.retries, "at least 1")
     _check(data.timeout > 0, "data.timeout", data.timeout, "positive seconds")
     for key in ("train_samples", "test_samples"):
         n = data[key]
         _check(n is None or n > 0, f"data.{key}", n, "null (all) or a positive integer")
-    OmegaConf.set_readonly(typed, True)
-    return typed
+
+
+def _is_sha256(value: str) -> bool:
+    return re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _check_model(model: DictConfig) -> None:
@@ -419,7 +451,7 @@ def main() -> None:
     import sys
 
     try:
-        print(OmegaConf.to_yaml(compose(sys.argv[1:])), end="")
+        print(OmegaConf.to_yaml(compose(sys.argv[1:]), resolve=True), end="")
     except ConfigError as err:
         sys.exit(f"error: {err}")
 

@@ -26,7 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import plots, tracking
 from pipeline.cli import run_stage
 from pipeline.config import Distribute, validate
-from pipeline.data.prepared import image_shape, load_prepared, read_aligned, split_validation
+from pipeline.data.prepared import (
+    image_shape,
+    load_prepared,
+    read_aligned,
+    read_meta,
+    split_digest,
+    split_validation,
+)
 from pipeline.errors import DivergedError, PipelineError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
@@ -156,7 +163,7 @@ def fit(
         `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics).
     """
     cfg = validate(cfg)
-    paths = paths or Paths.project()
+    paths = (paths or Paths.project()).of(cfg.data.name)
     train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
     image = image_shape(paths)
     # Reading the data and hashing it for the run's tags need no interpreter lock, so they
@@ -213,11 +220,26 @@ def fit(
         callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
     tags = {**tagging.result(), **(tags or {})}
     with tracking.active_run(
-        paths.root, run_id=resumed, run_name=tracking.run_name(cfg), tags=tags
-    ) as run:
+        paths.root, cfg.tracking.experiment, run_id=resumed, run_name=tracking.run_name(cfg),
+        tags=tags,
+    ) as run:  # fmt: skip
         if progress is not None:
             write_json(progress / "run.json", {"run_id": run.info.run_id})
         tracking.log_params(tracking.flat_params(cfg))
+        meta, n_fit, n_train = read_meta(paths), len(x_fit), len(x_train)
+        x_shape, y_shape = train_split[0].shape[1:], train_split[1].shape[1:]
+        splits = [
+            (f"{cfg.data.name}-train", "training", split_digest(meta, "train", 0, n_fit),
+             (n_fit, *x_shape), (n_fit, *y_shape)),
+            (f"{cfg.data.name}-test", "test", split_digest(meta, "test", 0, len(x_test)),
+             test_split[0].shape, test_split[1].shape),
+        ]  # fmt: skip
+        if n_train > n_fit:
+            digest = split_digest(meta, "train", n_fit, n_train)
+            n_val = n_train - n_fit
+            splits.insert(1, (f"{cfg.data.name}-validation", "validation", digest,
+                              (n_val, *x_shape), (n_val, *y_shape)))  # fmt: skip
+        tracking.log_datasets(meta["source"], splits)
         if cfg.train.distribute is Distribute.mirrored:
             tracking.log_params(
                 {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}

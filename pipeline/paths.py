@@ -1,13 +1,14 @@
 """Every file the pipeline reads or writes, in one place (dvc.yaml lists the same; a test checks).
 
-Data lives under the project root and is shared by every run. A run's own outputs (model,
-metrics, plots) go under `out`: the project root for DVC stages, Hydra's job directory for
+Data lives under the project root, one directory per dataset (`data/raw/<name>/`,
+`data/prepared/<name>/`), shared by every run. A run's own outputs (model, metrics, plots) go
+under `out`: the project root for DVC stages, Hydra's job directory for
 `python -m pipeline.train`, so sweep jobs never overwrite each other or DVC's outputs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -15,21 +16,26 @@ from pathlib import Path
 class Paths:
     root: Path
     out: Path
+    dataset: str = "mnist"  # the config's data.name
 
     @classmethod
-    def project(cls, root: Path | None = None) -> Paths:
+    def project(cls, root: Path | None = None, dataset: str = "mnist") -> Paths:
         """Paths of the DVC stages: everything relative to the project root (default: cwd)."""
         root = (root or Path.cwd()).resolve()
-        return cls(root=root, out=root)
+        return cls(root=root, out=root, dataset=dataset)
 
-    # Shared data (download, preprocess).
+    def of(self, dataset: str) -> Paths:
+        """The same paths for `dataset` (each stage takes its dataset from the config)."""
+        return replace(self, dataset=dataset)
+
+    # Shared data (download, preprocess), one directory per dataset.
     @property
     def raw(self) -> Path:
-        return self.root / "data" / "raw"
+        return self.root / "data" / "raw" / self.dataset
 
     @property
     def prepared(self) -> Path:
-        return self.root / "data" / "prepared"
+        return self.root / "data" / "prepared" / self.dataset
 
     @property
     def samples_plot(self) -> Path:

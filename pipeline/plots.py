@@ -14,39 +14,42 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
 
 
-def _digit_grid(
+def _image_grid(
     images: np.ndarray, captions: list[str], path: Path, title: str, cols: int, fontsize: int
 ) -> None:
-    """Digits (28x28, or 784 pixels each) in a grid, each with its caption above it.
+    """Images (height x width each) in a grid, each with its caption above it.
 
-    The digits are tiled into one image on one axes: a subplot per digit cost more than the
+    The images are tiled into one picture on one axes: a subplot per image cost more than the
     rest of the stage that draws the figure.
     """
     from matplotlib.figure import Figure
 
-    images = np.asarray(images).reshape(len(images), 28, 28)
+    images = np.asarray(images)
+    height, width = images.shape[1:3]
     rows = max(1, -(-len(images) // cols))
-    size, pad = 28, 8  # pixels per digit; gap around each digit (its caption above)
-    cell = size + pad
-    mosaic = np.zeros((rows * cell, cols * cell), dtype=images.dtype)
+    pad = 8  # gap around each image (its caption above)
+    cell_h, cell_w = height + pad, width + pad
+    mosaic = np.zeros((rows * cell_h, cols * cell_w), dtype=images.dtype)
     # Each cell about an inch wide, as matplotlib draws a subplot grid of this many columns.
     fig = Figure(figsize=(cols * 1.2, rows * 1.3 + 0.5))
     ax = fig.add_axes((0, 0, 1, rows * 1.3 / (rows * 1.3 + 0.5)))
     for i, (image, caption) in enumerate(zip(images, captions, strict=True)):
         top, left = divmod(i, cols)
-        top, left = top * cell + pad, left * cell + pad // 2
-        mosaic[top : top + size, left : left + size] = image
-        ax.text(left + size / 2, top - 1, caption, ha="center", va="bottom", fontsize=fontsize)
+        top, left = top * cell_h + pad, left * cell_w + pad // 2
+        mosaic[top : top + height, left : left + width] = image
+        ax.text(left + width / 2, top - 1, caption, ha="center", va="bottom", fontsize=fontsize)
     ax.imshow(mosaic, cmap="binary")
     ax.axis("off")
     fig.suptitle(title)
     _save(fig, path)
 
 
-def samples_grid(images: np.ndarray, labels: np.ndarray, path: Path, cols: int = 8) -> None:
-    """Draw 28x28 digits in a grid, each titled with its label."""
-    captions = [str(int(label)) for label in labels]
-    _digit_grid(images, captions, path, "MNIST training digits with their labels", cols, 11)
+def samples_grid(
+    images: np.ndarray, classes: list[str], path: Path, dataset: str, cols: int = 8
+) -> None:
+    """Training images (N, height, width) in a grid, each titled with its class name."""
+    title = f"{dataset}: training images with their classes"
+    _image_grid(images, classes, path, title, cols, 9 if max(map(len, classes)) > 3 else 11)
 
 
 def learning_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
@@ -67,17 +70,17 @@ def learning_curves(history: dict[str, list[float]], path: Path, title: str) -> 
     _save(fig, path)
 
 
-def confusion_matrix(matrix: np.ndarray, path: Path, title: str) -> None:
-    """Counts of true (rows) versus predicted (columns) digits, annotated."""
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    """Counts of true (rows) versus predicted (columns) classes, annotated."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 6))
     ax = fig.add_subplot()
-    # Log scale so the few errors stay visible next to the ~1000 correct per digit.
+    # Log scale so the few errors stay visible next to the ~1000 correct per class.
     shown = ax.imshow(np.log1p(matrix), cmap="Blues")
     n = matrix.shape[0]
-    ax.set_xticks(range(n))
-    ax.set_yticks(range(n))
+    ax.set_xticks(range(n), classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right")
+    ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = np.log1p(matrix).max() / 2
@@ -135,10 +138,11 @@ def curves_overlay(curves: dict[str, dict[str, list[float]]], path: Path, title:
 
 
 def misclassified_gallery(
-    images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+    images: np.ndarray, truth: list[str], predicted: list[str], confidence: np.ndarray,
     path: Path, cols: int = 8,
 ) -> None:  # fmt: skip
-    """Test digits the model got wrong, each titled true -> predicted (confidence)."""
+    """Test images the model got wrong (N, height, width), each titled true -> predicted
+    (confidence)."""
     captions = [f"{t}→{p} ({c:.0%})" for t, p, c in zip(truth, predicted, confidence, strict=True)]
-    title = "Most confidently misclassified test digits: true → predicted (confidence)"
-    _digit_grid(images, captions, path, title, cols, 9)
+    title = "Most confidently misclassified test images: true → predicted (confidence)"
+    _image_grid(images, captions, path, title, cols, 9 if max(map(len, captions)) < 12 else 6)

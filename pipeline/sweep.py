@@ -89,6 +89,9 @@ class MlflowSweep(Callback):
         overrides = " ".join(config.hydra.overrides.task)
         run_id = tracking.create_run(
             Path.cwd(),
+            # Jobs may choose other datasets (data=mnist,fashion_mnist): the parent goes to
+            # the experiment of the sweep's own config, each job's run to its own.
+            OmegaConf.select(config, "tracking.experiment") or tracking.DEFAULT_EXPERIMENT,
             run_name=f"sweep {overrides}"[:250],
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
         )

@@ -36,7 +36,9 @@ os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
 
 T = TypeVar("T")
 
-EXPERIMENT = "mnist"
+# Runs go to the experiment `tracking.experiment` names: by default the dataset's name. This is
+# the default dataset's, which `compare` and `make ui` show unless told another.
+DEFAULT_EXPERIMENT = "mnist"
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlruns"
 # DVC runs queued experiments in copies of the project under this directory.
@@ -89,8 +91,8 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
     raise AssertionError("unreachable")
 
 
-def experiment_id(root: Path) -> str:
-    """Point MLflow at the store and return the `mnist` experiment's id, creating it once."""
+def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the store and return experiment `name`'s id, creating it once."""
     import mlflow
 
     uri = tracking_uri(root)
@@ -98,10 +100,10 @@ def experiment_id(root: Path) -> str:
 
     def get_or_create() -> str:
         client = mlflow.MlflowClient()
-        experiment = client.get_experiment_by_name(EXPERIMENT)
+        experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(uri))
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
 
     try:
         if not uri.startswith("sqlite:///"):
@@ -141,9 +143,11 @@ def flat_params(cfg: DictConfig) -> dict[str, str]:
 
 
 def run_name(cfg: DictConfig) -> str:
-    """Says what ran, e.g. `mlp-relu-rmsprop-e5-b128`, `mlp-elu(alpha=0.5)-adam-e5-b128`."""
+    """Says what ran, e.g. `mlp-relu-rmsprop-e5-b128`, `mlp-elu(alpha=0.5)-adam-e5-b128`, and
+    on a dataset other than MNIST which: `fashion_mnist-mlp-relu-rmsprop-e5-b128`."""
     activation = describe(cfg.activation.value, cfg.activation_args)
-    return f"{cfg.model.name}-{activation}-{cfg.optimizer.name}-e{cfg.epochs}-b{cfg.batch_size}"
+    name = f"{cfg.model.name}-{activation}-{cfg.optimizer.name}-e{cfg.epochs}-b{cfg.batch_size}"
+    return name if cfg.data.name == DEFAULT_EXPERIMENT else f"{cfg.data.name}-{name}"
 
 
 # dvc_dir_md5's results by the files' identity (path, size, mtime, inode): the jobs of a
@@ -209,14 +213,14 @@ def _run_exists(run_id: str) -> bool:
 
 
 @contextmanager
-def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
-    """`mlflow.start_run` that also records why a run failed, as the tag `error`.
-
-    A run stopped by an exception ends FAILED; one interrupted (SIGINT, SIGTERM) ends KILLED.
+def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[Any]:
+    """`mlflow.start_run` in `experiment` that also records why a run failed, as the tag
+    `error`. A run stopped by an exception ends FAILED; one interrupted (SIGINT, SIGTERM)
+    ends KILLED.
     """
     import mlflow
 
-    exp_id = experiment_id(root)
+    exp_id = experiment_id(root, experiment)
     run_id = start_run_args.get("run_id")
     if run_id and not _run_exists(run_id):
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
@@ -234,6 +238,7 @@ def active_run(root: Path, **start_run_args: Any) -> Iterator[Any]:
 
 def log_to_run(
     root: Path,
+    experiment: str,
     run: dict[str, str],
     metrics: dict[str, float],
     files: list[tuple[Path, str | None]],
@@ -245,17 +250,17 @@ def log_to_run(
     """
     import mlflow
 
-    with active_run(root, run_id=run["run_id"], run_name=run["run_name"]):
+    with active_run(root, experiment, run_id=run["run_id"], run_name=run["run_name"]):
         mlflow.log_metrics(metrics)
         for path, directory in files:
             mlflow.log_artifact(str(path), directory)
 
 
-def ui_link(root: Path, port: int = 5000) -> str:
-    """The `mnist` runs table in MLflow's UI, in its Model training view (MLflow 3 opens on
-    its GenAI overview otherwise, where training runs do not show)."""
+def ui_link(root: Path, port: int = 5000, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """An experiment's runs table in MLflow's UI, in its Model training view (MLflow 3 opens
+    on its GenAI overview otherwise, where training runs do not show)."""
     return (
-        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(root)}"
+        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(root, experiment)}"
         "/runs?workflowType=machine_learning"
     )
 
@@ -342,6 +347,35 @@ def log_keras_model(model: Any, example: np.ndarray, pip_requirements: list[str]
         mlflow.log_artifacts(str(path), "model")
 
 
+def log_datasets(source: str, splits: list[tuple[str, str, str, tuple, tuple]]) -> None:
+    """Record the data the active run used as MLflow dataset inputs (the runs table's Dataset
+    column): each split's name, a digest of its content, where it came from, its shape.
+
+    Args:
+        source: Where the data was downloaded from (a URL or a path).
+        splits: `(name, context, digest, features_shape, targets_shape)` each: context
+            `training`, `validation` or `test`; the digest identifies the content (computed
+            once by the caller); the shapes are of the float32 arrays, rows first.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import Schema, TensorSpec
+
+    datasets, contexts, tags = [], [], []
+    for name, context, digest, x_shape, y_shape in splits:
+        schema = Schema(
+            [TensorSpec(np.dtype(np.float32), (-1, *x_shape[1:]), "features"),
+             TensorSpec(np.dtype(np.float32), (-1, *y_shape[1:]), "targets")]
+        )  # fmt: skip
+        datasets.append(
+            MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=schema)
+        )
+        contexts.append(context)
+        tags.append({"rows": str(x_shape[0])})
+    mlflow.log_inputs(datasets, contexts, tags)
+
+
 def active_uri() -> str:
     """The store the active (or last) run went to."""
     import mlflow
@@ -358,19 +392,20 @@ def _client(root: Path) -> Any:
     return mlflow.MlflowClient(tracking_uri(root))
 
 
-def create_run(root: Path, run_name: str, tags: dict[str, str]) -> str:
-    """A new run in the project's experiment, left open (a sweep's parent); its id."""
-    experiment = experiment_id(root)  # first: it creates the store safely
-    run = retrying(_client(root).create_run, experiment, run_name=run_name, tags=tags)
+def create_run(root: Path, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new run in `experiment`, left open (a sweep's parent); its id."""
+    exp_id = experiment_id(root, experiment)  # first: it creates the store safely
+    run = retrying(_client(root).create_run, exp_id, run_name=run_name, tags=tags)
     return run.info.run_id
 
 
 def child_runs(root: Path, parent_id: str) -> list[Any]:
-    """The runs tagged as children of `parent_id` (a sweep's jobs)."""
+    """The runs tagged as children of `parent_id` (a sweep's jobs), in any experiment: jobs
+    on other datasets log to their dataset's."""
     client = _client(root)
-    experiment = client.get_run(parent_id).info.experiment_id
+    experiments = [e.experiment_id for e in client.search_experiments()]
     children = f"tags.mlflow.parentRunId = '{parent_id}'"
-    return client.search_runs([experiment], filter_string=children)
+    return client.search_runs(experiments, filter_string=children, max_results=10000)
 
 
 def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:

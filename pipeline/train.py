@@ -23,16 +23,17 @@ from pipeline.paths import Paths
 
 
 def ensure_data(cfg: DictConfig, paths: Paths) -> None:
-    """Download and preprocess when the prepared data is missing or was prepared differently."""
-    from pipeline.data.download import download
-    from pipeline.data.idx import load_raw
+    """Download and preprocess unless the data this config asks for is there already: each
+    dataset has directories of its own, and each step reuses what is there only when its
+    record matches the config (the raw files' checksums; everything that shaped the arrays).
+    """
+    from pipeline.data.download import download, is_downloaded
     from pipeline.data.preprocess import preprocess
 
+    paths = paths.of(cfg.data.name)
     if is_prepared(cfg, paths):
         return
-    try:
-        load_raw(paths.raw)
-    except (FileNotFoundError, ValueError):
+    if not is_downloaded(cfg, paths):
         download(cfg, paths)
     preprocess(cfg, paths)
 

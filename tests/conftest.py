@@ -34,31 +34,39 @@ BIN = Path(sys.executable).parent
 OFFLINE = ["data.sources=[]", "data.retries=1", "data.timeout=10"]
 
 
-def _local_mirror() -> Path | None:
-    """A directory holding the four real IDX files: $MNIST_MIRROR, else the shared copy."""
-    env = os.environ.get("MNIST_MIRROR", "")
+# Read before the session's fixtures clear the variables for the tests.
+_MIRRORS = {v: os.environ.get(v, "") for v in ("MNIST_MIRROR", "FASHION_MNIST_MIRROR")}
+
+
+def _local_mirror(variable: str, shared: str) -> Path:
+    """A directory holding a dataset's four real IDX files: $variable, else the shared copy
+    beside the project (required in CI, where a missing copy fails the run)."""
+    env = _MIRRORS[variable]
     candidates = []
     if env.startswith("file://"):
         candidates.append(Path(urllib.request.url2pathname(urllib.parse.urlparse(env).path)))
     elif env and "://" not in env:
         candidates.append(Path(env))
-    candidates += [ROOT.parent / "shared" / "datasets" / "mnist", ROOT / "data" / "raw"]
+    candidates.append(ROOT.parent / "shared" / "datasets" / shared)
     for path in candidates:
         if all((path / name).is_file() for name in IDX_FILES.values()):
             return path.resolve()
-    return None
+    msg = f"{shared} not found: set {variable} to a directory with its four IDX .gz files"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST IDX files (required in CI, where a missing copy fails the run)."""
-    path = _local_mirror()
-    if path is None:
-        msg = "real MNIST not found: set MNIST_MIRROR to a directory with the four IDX .gz files"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
+    """The real MNIST IDX files."""
+    return _local_mirror("MNIST_MIRROR", "mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The real Fashion-MNIST IDX files."""
+    return _local_mirror("FASHION_MNIST_MIRROR", "fashion-mnist")
 
 
 @pytest.fixture(scope="session")
@@ -76,6 +84,7 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MNIST_MIRROR", raising=False)
+        mp.delenv("FASHION_MNIST_MIRROR", raising=False)
         # Subprocesses (DVC stages, the CLI) must find this venv's python and tools.
         mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
         mp.setenv("DVC_NO_ANALYTICS", "1")

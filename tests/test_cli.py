@@ -35,8 +35,8 @@ def test_single_run_fetches_data_trains_evaluates_and_logs(
 
     # Data was downloaded over HTTP and prepared in the project; the run's files went to
     # Hydra's job directory, not to the DVC outputs.
-    assert len(list((tmp_path / "data" / "raw").iterdir())) == 4
-    assert (tmp_path / "data" / "prepared" / "x_train.npy").is_file()
+    assert len(list((tmp_path / "data" / "raw" / "mnist").glob("*.gz"))) == 4
+    assert (tmp_path / "data" / "prepared" / "mnist" / "x_train.npy").is_file()
     assert not (tmp_path / "models").exists()
     (job_dir,) = (tmp_path / "outputs").glob("*/*")
     metrics = json.loads((job_dir / "reports" / "metrics.json").read_text())

@@ -13,7 +13,7 @@ from conftest import config, serve_directory
 from test_mnist import idx_bytes, synthetic_arrays
 
 from pipeline.data.download import download
-from pipeline.data.idx import IDX_FILES, NPZ_FILE, load_raw
+from pipeline.data.idx import IDX_FILES, MANIFEST, NPZ_FILE, load_raw
 from pipeline.errors import DownloadError
 from pipeline.paths import Paths
 
@@ -26,7 +26,7 @@ def content_sha256(path: Path) -> str:
 
 
 def assert_real_mnist(raw: Path) -> None:
-    assert sorted(p.name for p in raw.iterdir()) == sorted(IDX_FILES.values())
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*IDX_FILES.values(), MANIFEST])
     for name, sha in EXPECTED.items():
         assert content_sha256(raw / name) == sha
 
@@ -38,7 +38,7 @@ def test_http_mirror_downloads_verified_files(
     paths = Paths.project(tmp_path)
     assert download(config(), paths) == paths.raw
     assert_real_mnist(paths.raw)
-    assert [p.name for p in tmp_path.joinpath("data").iterdir()] == ["raw"]  # no temp left
+    assert [p.name for p in tmp_path.joinpath("data", "raw").iterdir()] == ["mnist"]  # no temp
 
 
 @pytest.mark.parametrize("form", ["directory", "file-url"])
@@ -129,4 +129,4 @@ def test_npz_source_is_verified_as_downloaded(
         download(config(f"data.npz_sha256={sha}"), paths)
     finally:
         stop()
-    np.testing.assert_array_equal(load_raw(paths.raw)["y_train"], arrays["y_train"])
+    np.testing.assert_array_equal(load_raw(paths.raw, 10)["y_train"], arrays["y_train"])

@@ -118,8 +118,10 @@ def test_dvc_run_is_in_the_project_store(reproduced) -> None:
     assert [m.step for m in history] == [1, 2, 3, 4, 5]
     # The data tag is the hash DVC itself recorded for the prepared data.
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    (prepared,) = [o for o in lock["stages"]["preprocess"]["outs"] if o["path"] == "data/prepared"]
-    assert run.data.tags["dvc_data_md5"] == prepared["md5"] == dvc_dir_md5(repo / "data/prepared")
+    outs = lock["stages"]["preprocess"]["outs"]
+    (prepared,) = [o for o in outs if o["path"] == "data/prepared/mnist"]
+    md5 = dvc_dir_md5(repo / "data/prepared/mnist")
+    assert run.data.tags["dvc_data_md5"] == prepared["md5"] == md5
     assert (repo / "mlruns").is_dir()
 
 
@@ -185,3 +187,26 @@ def test_queued_experiments_land_in_the_project_store(reproduced, env) -> None:
     (curves,) = [v for k, v in diff.items() if k.startswith("Accuracy per epoch")]
     revs = {p["rev"] for p in curves[0]["content"]["data"]["values"]}
     assert set(names) <= revs
+
+
+def test_exp_run_on_another_dataset_downloads_it_and_reruns_every_stage(
+    reproduced, env, fashion_dir: Path
+) -> None:
+    repo, _ = reproduced
+    env = {**env, "FASHION_MNIST_MIRROR": str(fashion_dir)}
+    out = sh(repo, "dvc", "exp", "run", "-S", "data=fashion_mnist", "-S", "epochs=1",
+             env=env).stdout  # fmt: skip
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in out, out
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["data"]["name"] == params["tracking"]["experiment"] == "fashion_mnist"
+    manifest = json.loads((repo / "data" / "raw" / "fashion_mnist" / "checksums.json").read_text())
+    assert manifest["sha256"] == params["data"]["idx_sha256"]
+    # MNIST's data stays where it was, beside Fashion-MNIST's.
+    assert (repo / "data" / "prepared" / "mnist" / "x_train.npy").is_file()
+    metrics = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert 0.7 < metrics["test_accuracy"] < 0.9  # one epoch on clothes, not digits (0.96)
+    c = client(repo)
+    (run,) = c.search_runs([c.get_experiment_by_name("fashion_mnist").experiment_id])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert run.data.tags["dvc_exp_name"] and run.info.status == "FINISHED"

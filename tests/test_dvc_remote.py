@@ -23,8 +23,8 @@ pytestmark = pytest.mark.slow
 SMALL = {"train_samples": 2000, "test_samples": 500}
 # Every output DVC caches (cache: true), hence what `dvc pull` must bring back.
 PULLED = (
-    "data/raw",
-    "data/prepared",
+    "data/raw/mnist",
+    "data/prepared/mnist",
     "reports/plots/samples.png",
     "models/model.keras",
     "models/run.json",
@@ -115,7 +115,7 @@ def test_push_fills_the_remote_and_commits_its_config(origin: Path, storage: Pat
     assert "remote = storage" in config and str(storage) in config
     committed = sh(origin, "git", "ls-files").stdout.splitlines()
     assert {"dvc.lock", ".dvc/config", "params.yaml"} <= set(committed)
-    assert not set(committed) & {"mlflow.db", "data/raw", "models/model.keras"}
+    assert not set(committed) & {"mlflow.db", "data/raw/mnist", "models/model.keras"}
     assert sh(origin, "git", "status", "--porcelain").stdout == ""
     # DVC 3 keeps objects under files/md5/ on the remote.
     assert any((storage / "files" / "md5").rglob("*"))
@@ -130,7 +130,7 @@ def test_pull_restores_every_output_byte_for_byte(origin: Path, clone: tuple[Pat
         assert ours == theirs, rel
         for name in ours:
             assert filecmp.cmp(repo / name, origin / name, shallow=False), name
-    assert len(files_under(repo, "data/raw")) == 4
+    assert len(files_under(repo, "data/raw/mnist")) == 5  # the IDX files and checksums.json
 
 
 def test_clone_is_clean_and_no_stage_runs(clone: tuple[Path, str], clone_env) -> None:
@@ -154,7 +154,7 @@ def test_pulled_arrays_and_model_are_usable(clone: tuple[Path, str]) -> None:
     import keras
 
     repo, _ = clone
-    prepared = repo / "data" / "prepared"
+    prepared = repo / "data" / "prepared" / "mnist"
     shapes = {p.stem: np.load(p, allow_pickle=False).shape for p in prepared.glob("*.npy")}
     n_train, n_test = SMALL["train_samples"], SMALL["test_samples"]
     assert shapes == {

@@ -44,7 +44,7 @@ def test_evaluate_stage_logs_its_reports_into_the_training_run(trained_stage) ->
     assert run.info.status == "FINISHED"
     for key, value in metrics.items():
         assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
-    assert {f"test_accuracy_digit_{d}" for d in range(10)} <= set(run.data.metrics)
+    assert {f"test_accuracy_class_{d}" for d in range(10)} <= set(run.data.metrics)
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "per_class_accuracy.csv", "confusion.csv"} <= logged
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

@@ -17,7 +17,10 @@ PATHS = Paths.project(ROOT)
 
 
 def _names(entries: list) -> set[str]:
-    return {e if isinstance(e, str) else next(iter(e)) for e in entries}
+    """The paths, with dvc.yaml's `${data.name}` as DVC fills it from params.yaml."""
+    name = yaml.safe_load((ROOT / "params.yaml").read_text())["data"]["name"]
+    paths = {e if isinstance(e, str) else next(iter(e)) for e in entries}
+    return {p.replace("${data.name}", name) for p in paths}
 
 
 def _rel(*paths) -> set[str]:

@@ -63,7 +63,7 @@ def test_load_raw_reads_the_idx_layout(tmp_path: Path) -> None:
     arrays = synthetic_arrays()
     for key, name in IDX_FILES.items():
         (tmp_path / name).write_bytes(gzip.compress(idx_bytes(arrays[key])))
-    loaded = load_raw(tmp_path)
+    loaded = load_raw(tmp_path, 10)
     for key, array in arrays.items():
         np.testing.assert_array_equal(loaded[key], array)
 
@@ -71,7 +71,7 @@ def test_load_raw_reads_the_idx_layout(tmp_path: Path) -> None:
 def test_load_raw_reads_the_keras_npz_layout(tmp_path: Path) -> None:
     arrays = synthetic_arrays()
     np.savez(tmp_path / NPZ_FILE, **arrays)
-    loaded = load_raw(tmp_path)
+    loaded = load_raw(tmp_path, 10)
     for key, array in arrays.items():
         np.testing.assert_array_equal(loaded[key], array)
 
@@ -88,16 +88,16 @@ def test_load_raw_rejects_labels_out_of_range(tmp_path: Path) -> None:
     arrays["y_test"][0] = 10
     np.savez(tmp_path / NPZ_FILE, **arrays)
     with pytest.raises(ValueError, match="y_test: label 10 out of range"):
-        load_raw(tmp_path)
+        load_raw(tmp_path, 10)
 
 
 def test_load_raw_without_files_says_how_to_get_them(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="pipeline.download"):
-        load_raw(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"python -m pipeline\.data\.download"):
+        load_raw(tmp_path, 10)
 
 
 def test_real_mnist_matches_the_published_facts(mnist_dir: Path) -> None:
-    data = load_raw(mnist_dir)
+    data = load_raw(mnist_dir, 10)
     assert data["x_train"].shape == (60000, 28, 28)
     assert data["x_test"].shape == (10000, 28, 28)
     assert data["y_train"][:5].tolist() == [5, 0, 4, 1, 9]

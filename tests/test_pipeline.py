@@ -32,7 +32,7 @@ def test_preprocess_matches_the_seed_preparation(make_project, raw_dir: Path) ->
     from pipeline.data.idx import load_raw
 
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
-    raw = load_raw(raw_dir)
+    raw = load_raw(raw_dir, 10)
     x, y = load_prepared(paths, "train")
     assert x.shape == (1000, 784) and x.dtype == np.float32
     assert y.shape == (1000, 10) and y.dtype == np.float32
@@ -92,7 +92,7 @@ def test_reports_per_class_and_confusion(trained) -> None:
     assert correct / len(rows) == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     with open(paths.per_class) as f:
         per_class = list(csv.DictReader(f))
-    assert [int(r["digit"]) for r in per_class] == list(range(10))
+    assert [r["class"] for r in per_class] == [str(d) for d in range(10)]  # MNIST's names
     assert all(0.5 < float(r["test_accuracy"]) <= 1 for r in per_class)
     with open(paths.history) as f:
         history = list(csv.DictReader(f))
@@ -226,7 +226,10 @@ def test_same_config_gives_the_same_metrics(small_project, tmp_path: Path) -> No
 def test_a_failing_run_is_marked_failed_with_its_error(tmp_path: Path) -> None:
     import mlflow
 
-    with pytest.raises(RuntimeError), tracking.active_run(tmp_path, run_name="doomed") as run:
+    with (
+        pytest.raises(RuntimeError),
+        tracking.active_run(tmp_path, "mnist", run_name="doomed") as run,
+    ):
         raise RuntimeError("disk on fire")
     finished = mlflow.MlflowClient().get_run(run.info.run_id)
     assert finished.info.status == "FAILED"

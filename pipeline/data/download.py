@@ -1,17 +1,17 @@
-"""Stage 1, download: fetch MNIST into data/raw/ and verify every file (`dvc repro download`,
-or `python -m pipeline.data.download`).
+"""Stage 1, download: fetch the configured dataset into data/raw/<name>/ and verify every
+file (`dvc repro download`, or `python -m pipeline.data.download`).
 
-Sources are tried in order: $MNIST_MIRROR if set (an http(s):// or file:// URL, or a local
-path), then `data.sources`. A source ending in `.npz` is Keras' mnist.npz; any other is a base
-holding the four IDX .gz files. IDX files are identified by the sha256 of their decompressed
-content, so any faithful mirror passes whatever compressor it used. Files are fetched into a
-temporary directory that replaces data/raw/ only once all of them are verified.
+Sources are tried in order: the dataset's mirror variable if set (`data.mirror_env`, e.g.
+$MNIST_MIRROR: an http(s):// or file:// URL, or a local path), then `data.sources`. A source
+ending in `.npz` is Keras' mnist.npz; any other is a base holding the four IDX .gz files. IDX
+files are identified by the sha256 of their decompressed content, so any faithful mirror
+passes whatever compressor it used. Files are fetched into a temporary directory that
+replaces data/raw/<name>/ only once all of them are verified; `checksums.json` beside them
+records what was verified, and from where.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
 import sys
@@ -19,29 +19,41 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.cli import run_stage
-from pipeline.data.idx import IDX_FILES, NPZ_FILE
+from pipeline.data.idx import (
+    IDX_FILES,
+    MANIFEST,
+    NPZ_FILE,
+    content_sha256,
+    expected_checksums,
+    file_sha256,
+    read_manifest,
+)
 from pipeline.errors import ChecksumError, DownloadError
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, write_json
 from pipeline.paths import Paths
 
-MIRROR_ENV = "MNIST_MIRROR"
-_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # bytes read at a time
 
 
 def sources(data: DictConfig) -> list[str]:
-    """The sources to try, in order: $MNIST_MIRROR first when it is set."""
-    mirror = os.environ.get(MIRROR_ENV, "").strip()
+    """The sources to try, in order: the dataset's mirror variable first when it is set."""
+    mirror = os.environ.get(data.mirror_env, "").strip()
     return ([mirror] if mirror else []) + list(data.sources)
 
 
+def is_downloaded(cfg: DictConfig, paths: Paths) -> bool:
+    """True when `paths.raw` holds files verified against this config's checksums."""
+    manifest = read_manifest(paths.of(cfg.data.name).raw) or {}
+    return manifest.get("sha256") in (expected_checksums(cfg.data, npz) for npz in (False, True))
+
+
 def download(cfg: DictConfig, paths: Paths) -> Path:
-    """Fetch and verify MNIST into `paths.raw`, trying each source in turn.
+    """Fetch and verify the dataset into `paths.raw`, trying each source in turn.
 
     Returns:
         The directory holding the verified files.
@@ -49,19 +61,22 @@ def download(cfg: DictConfig, paths: Paths) -> Path:
     Raises:
         DownloadError: no source delivered; the message lists each source and why.
     """
+    paths = paths.of(cfg.data.name)
     reasons = []
     for source in sources(cfg.data):
         try:
             with atomic_dir(paths.raw) as tmp:
-                _fetch_source(source, cfg.data, tmp)
+                verified = _fetch_source(source, cfg.data, tmp)
+                write_json(tmp / MANIFEST, {"source": source, "sha256": verified})
             return paths.raw
         except DownloadError as err:
             print(f"download: {source} failed: {err}", file=sys.stderr)
             reasons.append(f"{source}: {err}")
     tried = "; ".join(reasons) or "no source configured"
     raise DownloadError(
-        f"could not download MNIST from any source ({tried}). Set {MIRROR_ENV} to a directory "
-        "or URL holding the four IDX .gz files or mnist.npz"
+        f"could not download {cfg.data.name} from any source ({tried}). Set "
+        f"{cfg.data.mirror_env} to a directory or URL holding the four IDX .gz files"
+        + (" or mnist.npz" if cfg.data.npz_sha256 else "")
     )
 
 
@@ -79,31 +94,30 @@ def _join(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}" if "://" in base else str(Path(base) / name)
 
 
-def _fetch_source(source: str, data: DictConfig, dest: Path) -> None:
+def _fetch_source(source: str, data: DictConfig, dest: Path) -> dict[str, str]:
+    """Fetch and verify one source's files into `dest`; the checksums verified."""
+    expected = expected_checksums(data, npz=source.endswith(".npz"))
     if source.endswith(".npz"):
         target = dest / NPZ_FILE
         _fetch(source, target, data)
-        _verify(target, _sha256_file(target), data.npz_sha256, "sha256")
-        return
+        _verify(target, file_sha256(target), data.npz_sha256, "sha256")
+        return expected
     for name in IDX_FILES.values():
         target = dest / name
         _fetch(_join(source, name), target, data)
         _verify_idx(target, data.idx_sha256[name])
+    return expected
 
 
 def _verify_idx(path: Path, expected: str) -> None:
     """Check the sha256 of a gzip-compressed IDX file's content."""
-    digest = hashlib.sha256()
     try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    except (OSError, EOFError, zlib.error) as err:
+        actual = content_sha256(path)
+    except ValueError as err:
         raise ChecksumError(
-            f"{path.name}: corrupt gzip data ({err}); sha256 of the file is "
-            f"{_sha256_file(path)}, expected content sha256 {expected}"
+            f"{err}; sha256 of the file is {file_sha256(path)}, expected content sha256 {expected}"
         ) from None
-    _verify(path, digest.hexdigest(), expected, "sha256 of content")
+    _verify(path, actual, expected, "sha256 of content")
 
 
 def _verify(path: Path, actual: str, expected: str, what: str) -> None:
@@ -173,16 +187,8 @@ def _progress(name: str, done: int, total: int | None, width: int = 30) -> str:
     return f"{name:28} [{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d}% {mb}"
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def main() -> None:
-    """Download and verify MNIST into data/raw/."""
+    """Download and verify the configured dataset into data/raw/<name>/."""
     run_stage(lambda cfg: download(cfg, Paths.project()), main.__doc__)
 
 

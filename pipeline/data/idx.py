@@ -7,9 +7,13 @@ array, so a truncated or corrupt file is a clear ValueError rather than a crash.
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +24,56 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte.gz",
 }
 NPZ_FILE = "mnist.npz"
-IMAGE_SHAPE = (28, 28)
-NUM_CLASSES = 10
-_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST uses
+# What the download stage verified, beside the raw files: {"source": ..., "sha256": {...}}.
+MANIFEST = "checksums.json"
+_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one MNIST-like data uses
+_CHUNK = 1 << 20
+
+
+def expected_checksums(data: Mapping[str, Any], npz: bool) -> dict[str, str]:
+    """The sha256 values a dataset config (`data.*`) gives for its npz or its IDX files, by
+    file name: an IDX file's is of its decompressed content, the npz's of the file."""
+    if npz:
+        return {NPZ_FILE: data["npz_sha256"]}
+    return {name: data["idx_sha256"][name] for name in IDX_FILES.values()}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_sha256(path: Path) -> str:
+    """The sha256 of a gzip file's decompressed content.
+
+    Raises:
+        ValueError: the file is not valid gzip data.
+    """
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as err:
+        raise ValueError(f"{path.name}: corrupt gzip data ({err})") from None
+    return digest.hexdigest()
+
+
+def read_manifest(raw_dir: Path) -> dict[str, Any] | None:
+    """What the download verified in `raw_dir`, or None where it left no record."""
+    path = raw_dir / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def raw_checksums(raw_dir: Path) -> dict[str, str]:
+    """The checksums of the raw files present, as `expected_checksums` states them."""
+    idx = [raw_dir / name for name in IDX_FILES.values()]
+    if all(p.is_file() for p in idx):
+        return {p.name: content_sha256(p) for p in idx}
+    return {NPZ_FILE: file_sha256(raw_dir / NPZ_FILE)}
 
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
@@ -94,20 +145,24 @@ def _read_npy(archive: zipfile.ZipFile, name: str) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran_order else "C")
 
 
-def check_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Check images are (N, 28, 28) uint8 and labels (N,) uint8 in 0-9, N matching."""
+def check_arrays(arrays: dict[str, np.ndarray], num_classes: int) -> dict[str, np.ndarray]:
+    """Check images are (N, height, width) uint8, the same size in both splits, and labels
+    (N,) uint8 below `num_classes`."""
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"x_{split}: expected (N, 28, 28) uint8, got {x.shape} {x.dtype}")
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != arrays["x_train"].shape[1:]:
+            raise ValueError(
+                f"x_{split}: expected (N, {', '.join(map(str, arrays['x_train'].shape[1:]))}) "
+                f"uint8, got {x.shape} {x.dtype}"
+            )
         if y.dtype != np.uint8 or y.shape != (x.shape[0],):
             raise ValueError(f"y_{split}: expected ({x.shape[0]},) uint8, got {y.shape} {y.dtype}")
-        if y.size and y.max() >= NUM_CLASSES:
-            raise ValueError(f"y_{split}: label {int(y.max())} out of range 0-9")
+        if y.size and y.max() >= num_classes:
+            raise ValueError(f"y_{split}: label {int(y.max())} out of range 0-{num_classes - 1}")
     return arrays
 
 
-def load_raw(raw_dir: Path) -> dict[str, np.ndarray]:
+def load_raw(raw_dir: Path, num_classes: int) -> dict[str, np.ndarray]:
     """Load the raw dataset from `raw_dir`, in whichever layout download stored.
 
     Returns:
@@ -115,10 +170,10 @@ def load_raw(raw_dir: Path) -> dict[str, np.ndarray]:
     """
     idx = {key: raw_dir / name for key, name in IDX_FILES.items()}
     if all(p.is_file() for p in idx.values()):
-        return check_arrays({key: read_idx_gz(p) for key, p in idx.items()})
+        return check_arrays({key: read_idx_gz(p) for key, p in idx.items()}, num_classes)
     if (raw_dir / NPZ_FILE).is_file():
-        return check_arrays(read_npz(raw_dir / NPZ_FILE))
+        return check_arrays(read_npz(raw_dir / NPZ_FILE), num_classes)
     raise FileNotFoundError(
-        f"no MNIST files in {raw_dir} (expected the four IDX .gz files or {NPZ_FILE}); "
-        "run `dvc repro download` or `python -m pipeline.download`"
+        f"no data files in {raw_dir} (expected the four IDX .gz files or {NPZ_FILE}); "
+        "run `dvc repro download` or `python -m pipeline.data.download`"
     )

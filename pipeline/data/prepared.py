@@ -1,18 +1,22 @@
 """The prepared arrays, as training and evaluation read them, and what they were made from.
 
-preprocess writes (N, 784) float32 images and (N, 10) one-hot labels as plain `.npy` files,
-and `meta.json` beside them: everything that shaped the arrays. Whatever reuses prepared data
-compares that record with its own config first (`is_prepared`).
+preprocess writes (N, pixels) float32 images and (N, classes) one-hot labels as plain `.npy`
+files, and `meta.json` beside them: everything that shaped the arrays (the dataset, the
+checksums of the raw files they came from, the sample counts, the class count) and the image
+shape. Whatever reuses prepared data compares that record with its own config first
+(`is_prepared`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
 
+from pipeline.data.idx import expected_checksums
 from pipeline.errors import DataError
 from pipeline.paths import Paths
 
@@ -24,25 +28,52 @@ _HINT = "re-run preprocess (`dvc repro preprocess` or `python -m pipeline.data.p
 
 
 def meta_for(cfg: DictConfig) -> dict[str, Any]:
-    """What shapes the prepared arrays for this config: compared before they are reused."""
-    return {"train_samples": cfg.data.train_samples, "test_samples": cfg.data.test_samples}
+    """What this config asks of prepared arrays, besides the raw files' checksums."""
+    return {
+        "dataset": cfg.data.name,
+        "classes": len(cfg.data.classes),
+        "train_samples": cfg.data.train_samples,
+        "test_samples": cfg.data.test_samples,
+    }
 
 
 def is_prepared(cfg: DictConfig, paths: Paths) -> bool:
-    """True when `paths.prepared` holds data prepared exactly as this config asks."""
+    """True when `paths.prepared` holds data prepared exactly as this config asks: the same
+    dataset, from raw files with the checksums the config gives, with the same options."""
     meta = paths.prepared / META
     if not meta.is_file():
         return False
     recorded = json.loads(meta.read_text())
-    return {k: recorded.get(k) for k in meta_for(cfg)} == meta_for(cfg)
+    if {k: recorded.get(k) for k in meta_for(cfg)} != meta_for(cfg):
+        return False
+    return recorded.get("sha256") in (expected_checksums(cfg.data, npz) for npz in (False, True))
+
+
+def read_meta(paths: Paths) -> dict[str, Any]:
+    """The prepared data's record (see `is_prepared`)."""
+    try:
+        return json.loads((paths.prepared / META).read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {paths.prepared / META} ({err}); {_HINT}") from None
+
+
+def split_digest(meta: dict[str, Any], split: str, start: int, stop: int) -> str:
+    """Identifies rows `start:stop` of a prepared split: the dataset, the checksums of the
+    raw files the split came from, the sample count and the rows (a validation split is the
+    training split's last rows)."""
+    prefix = {"train": "train-", "test": "t10k-"}[split]
+    files = {k: v for k, v in meta["sha256"].items() if k.startswith(prefix) or k.endswith(".npz")}
+    record = {"dataset": meta["dataset"], "sha256": files, "samples": meta[f"{split}_samples"],
+              "rows": [start, stop]}  # fmt: skip
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def image_shape(paths: Paths) -> tuple[int, ...]:
     """The images' shape before preprocess flattened them, as meta.json records it."""
     try:
-        return tuple(json.loads((paths.prepared / META).read_text())["image_shape"])
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"no image shape in {paths.prepared / META} ({err}); {_HINT}") from None
+        return tuple(read_meta(paths)["image_shape"])
+    except KeyError:
+        raise DataError(f"no image shape in {paths.prepared / META}; {_HINT}") from None
 
 
 def load_prepared(paths: Paths, split: str) -> tuple[np.ndarray, np.ndarray]:

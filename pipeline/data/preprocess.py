@@ -1,9 +1,10 @@
 """Stage 2, preprocess: exactly the seed's preparation, stored for fast, pickle-free loading
 (`dvc repro preprocess`, or `python -m pipeline.data.preprocess`).
 
-Images become (N, 784) float32 in [0, 1]; labels become (N, 10) one-hot float32. Each array is
-a plain `.npy` file, so training memory-maps it instead of parsing anything; `meta.json`
-records what shaped them (`pipeline.data.prepared`).
+Images become (N, height x width) float32 in [0, 1]; labels become (N, classes) one-hot
+float32. Each array is a plain `.npy` file, so training memory-maps it instead of parsing
+anything; `meta.json` records what shaped them (`pipeline.data.prepared`). Raw and prepared
+data are kept per dataset (data/raw/<name>/, data/prepared/<name>/).
 """
 
 from __future__ import annotations
@@ -15,22 +16,23 @@ from omegaconf import DictConfig
 
 from pipeline import plots
 from pipeline.cli import run_stage
-from pipeline.data.idx import NUM_CLASSES, load_raw
+from pipeline.data.idx import load_raw, raw_checksums, read_manifest
 from pipeline.data.prepared import META, SPLITS, meta_for
 from pipeline.io import atomic_dir
 from pipeline.paths import Paths
 
 
 def prepare_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, 784) float32 scaled to [0, 1], as the seed does."""
+    """(N, 28, 28) uint8 -> (N, 784) float32 scaled to [0, 1], as the seed does (any image
+    size alike)."""
     pixels = images.reshape(len(images), -1).astype(np.float32)
     pixels /= 255  # in place: one float32 copy of the set, not two
     return pixels
 
 
-def one_hot(labels: np.ndarray) -> np.ndarray:
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """(N,) class indices -> (N, classes) float32 one-hot rows."""
-    return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+    return np.eye(num_classes, dtype=np.float32)[labels]
 
 
 def preprocess(cfg: DictConfig, paths: Paths) -> dict[str, tuple[int, ...]]:
@@ -39,7 +41,11 @@ def preprocess(cfg: DictConfig, paths: Paths) -> dict[str, tuple[int, ...]]:
     Returns:
         The shape of each array written.
     """
-    raw = load_raw(paths.raw)
+    paths = paths.of(cfg.data.name)
+    num_classes = len(cfg.data.classes)
+    raw = load_raw(paths.raw, num_classes)
+    # What the raw files are: as the download verified them, else computed here.
+    manifest = read_manifest(paths.raw)
     limits = {"train": cfg.data.train_samples, "test": cfg.data.test_samples}
     shapes = {}
     with atomic_dir(paths.prepared) as tmp:
@@ -47,14 +53,20 @@ def preprocess(cfg: DictConfig, paths: Paths) -> dict[str, tuple[int, ...]]:
             n = limits[split]  # None keeps every image
             arrays = {
                 f"x_{split}": prepare_images(raw[f"x_{split}"][:n]),
-                f"y_{split}": one_hot(raw[f"y_{split}"][:n]),
+                f"y_{split}": one_hot(raw[f"y_{split}"][:n], num_classes),
             }
             for name, array in arrays.items():
                 np.save(tmp / f"{name}.npy", array)
                 shapes[name] = array.shape
-        meta = {**meta_for(cfg), "image_shape": list(raw["x_train"].shape[1:])}
+        meta = {
+            **meta_for(cfg),
+            "sha256": manifest["sha256"] if manifest else raw_checksums(paths.raw),
+            "source": manifest["source"] if manifest else str(paths.raw),
+            "image_shape": list(raw["x_train"].shape[1:]),
+        }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-    plots.samples_grid(raw["x_train"][:32], raw["y_train"][:32], paths.samples_plot)
+    names = [cfg.data.classes[int(label)] for label in raw["y_train"][:32]]
+    plots.samples_grid(raw["x_train"][:32], names, paths.samples_plot, cfg.data.name)
     print(", ".join(f"{k} {v}" for k, v in shapes.items()))
     return shapes
 
