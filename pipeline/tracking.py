@@ -18,6 +18,7 @@ import random
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -362,15 +363,18 @@ def log_datasets(source: str, splits: list[tuple[str, str, str, tuple, tuple]]) 
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import Schema, TensorSpec
 
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source class twice, then warns that a local path
+        # "can be interpreted in multiple ways" (both are the same class).
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        resolved = resolve_dataset_source(source)
     datasets, contexts, tags = [], [], []
     for name, context, digest, x_shape, y_shape in splits:
         schema = Schema(
             [TensorSpec(np.dtype(np.float32), (-1, *x_shape[1:]), "features"),
              TensorSpec(np.dtype(np.float32), (-1, *y_shape[1:]), "targets")]
         )  # fmt: skip
-        datasets.append(
-            MetaDataset(resolve_dataset_source(source), name=name, digest=digest, schema=schema)
-        )
+        datasets.append(MetaDataset(resolved, name=name, digest=digest, schema=schema))
         contexts.append(context)
         tags.append({"rows": str(x_shape[0])})
     mlflow.log_inputs(datasets, contexts, tags)
