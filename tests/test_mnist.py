@@ -79,7 +79,7 @@ def test_load_raw_reads_the_keras_npz_layout(tmp_path: Path) -> None:
 def test_npz_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     arrays = {**synthetic_arrays(), "x_train": np.array([{"not": "pixels"}], dtype=object)}
     np.savez(tmp_path / NPZ_FILE, **arrays)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="x_train.npy holds Python objects, which are never"):
         read_npz(tmp_path / NPZ_FILE)
 
 
