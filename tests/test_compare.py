@@ -81,7 +81,7 @@ def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> No
         )
         assert row["model"] == "mlp" and row["epochs"] == "2" and float(row["duration_s"]) > 0
     printed = result.stdout.splitlines()
-    assert printed[0].split()[:3] == ["run", "model", "activation"]
+    assert printed[0].split()[:4] == ["run", "data", "model", "activation"]
     assert [line.split()[0] for line in printed[1:4]] == [r["run"] for r in rows]
     for name in ("accuracy.png", "curves.png"):
         data = (out / name).read_bytes()
@@ -92,7 +92,7 @@ def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> No
 def test_report_filter_and_top(store: dict, tmp_path: Path) -> None:
     result = run(store["root"], store["env"], "-m", "pipeline.compare", "--filter",
                  "params.activation = 'tanh'", "--out", str(tmp_path))  # fmt: skip
-    assert [line.split()[2] for line in result.stdout.splitlines()[1:2]] == ["tanh"]
+    assert [line.split()[3] for line in result.stdout.splitlines()[1:2]] == ["tanh"]
     assert (tmp_path / "table.csv").read_text().count("\n") == 1 + 1
     result = run(store["root"], store["env"], "-m", "pipeline.compare", "--top", "2",
                  "--out", str(tmp_path))  # fmt: skip
