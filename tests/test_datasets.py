@@ -165,7 +165,7 @@ def test_switching_datasets_in_one_checkout_trains_each_time_on_the_right_data(
     accuracy = [r.data.metrics["test_accuracy"] for r in runs]
     # Each trained on its own data: MNIST's digits are easier than Fashion-MNIST's clothes,
     # and the same config on the same data gives the same model, bit for bit.
-    assert accuracy[0] == accuracy[2] > 0.85 and 0.6 < accuracy[1] < 0.82, accuracy
+    assert accuracy[0] == accuracy[2] > 0.7 and 0.5 < accuracy[1] < accuracy[0] - 0.05, accuracy
     assert fashion.data.params["data.name"] == "fashion_mnist"
     assert fashion.info.run_name == "fashion_mnist-mlp-relu-rmsprop-e1-b128"
     assert first.info.run_name == "mlp-relu-rmsprop-e1-b128"
