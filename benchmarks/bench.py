@@ -445,7 +445,7 @@ def main() -> None:
             colds.append(run(["dvc", "repro"], repo, env).seconds)
             noops.append(run(["dvc", "repro"], repo, env).seconds)
             preprocesses.append(run([*python, "-m", "pipeline.data.preprocess"], repo, env).seconds)
-            p = run([*python, str(SEED), "data/raw", *seed_args], repo, env)
+            p = run([*python, str(SEED), "data/raw/mnist", *seed_args], repo, env)
             seed = json.loads(p.output.strip().splitlines()[-1])
             results["seed"].append({**seed, "process": p.seconds, "peak": p.peak_bytes})
 

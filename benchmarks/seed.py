@@ -7,7 +7,7 @@ training loop: the arrays come from the four IDX files in a directory (Keras' `l
 would download mnist.npz, and these machines have no internet), and the script prints how
 long `fit` took and the test accuracy as one JSON line for the benchmark to read.
 
-    python benchmarks/seed.py data/raw
+    python benchmarks/seed.py data/raw/mnist
 """
 
 import argparse
