@@ -194,6 +194,8 @@ def test_exp_run_on_another_dataset_downloads_it_and_reruns_every_stage(
 ) -> None:
     repo, _ = reproduced
     env = {**env, "FASHION_MNIST_MIRROR": str(fashion_dir)}
+    before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
+    (mnist,) = [o for o in before if o["path"] == "data/prepared/mnist"]
     out = sh(repo, "dvc", "exp", "run", "-S", "data=fashion_mnist", "-S", "epochs=1",
              env=env).stdout  # fmt: skip
     for stage in STAGES:
@@ -202,8 +204,9 @@ def test_exp_run_on_another_dataset_downloads_it_and_reruns_every_stage(
     assert params["data"]["name"] == params["tracking"]["experiment"] == "fashion_mnist"
     manifest = json.loads((repo / "data" / "raw" / "fashion_mnist" / "checksums.json").read_text())
     assert manifest["sha256"] == params["data"]["idx_sha256"]
-    # MNIST's data stays where it was, beside Fashion-MNIST's.
-    assert (repo / "data" / "prepared" / "mnist" / "x_train.npy").is_file()
+    # MNIST's prepared data stays in DVC's cache, for `dvc exp apply` or `dvc checkout` back.
+    md5 = mnist["md5"]
+    assert (repo / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())
     assert 0.7 < metrics["test_accuracy"] < 0.9  # one epoch on clothes, not digits (0.96)
     c = client(repo)
