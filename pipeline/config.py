@@ -25,6 +25,7 @@ from omegaconf.errors import (
 )
 
 from pipeline.activations import ACTIVATIONS, ARGUMENTS
+from pipeline.data.idx import IDX_FILES  # the dataset format's file names (no TensorFlow)
 from pipeline.errors import ConfigError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -302,6 +303,9 @@ def _check_data(data: DictConfig) -> None:
            "at least 2 distinct class names")  # fmt: skip
     _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", data.mirror_env) is not None,
            "data.mirror_env", data.mirror_env, "an environment variable's name")  # fmt: skip
+    names = sorted(IDX_FILES.values())
+    _check(sorted(data.idx_sha256) == names, "data.idx_sha256", sorted(data.idx_sha256),
+           f"a checksum for each of {', '.join(names)}")  # fmt: skip
     for name, digest in data.idx_sha256.items():
         _check(_is_sha256(digest), f"data.idx_sha256.{name}", digest, "64 hex digits")
     _check(data.npz_sha256 is None or _is_sha256(data.npz_sha256), "data.npz_sha256",

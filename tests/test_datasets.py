@@ -65,6 +65,17 @@ def test_bad_dataset_settings_are_refused_in_one_line(overrides: list, expected:
     assert str(err.value).startswith(expected) and "\n" not in str(err.value)
 
 
+def test_a_dataset_without_a_checksum_for_each_file_is_refused() -> None:
+    from omegaconf import OmegaConf
+
+    from pipeline.config import validate
+
+    plain = OmegaConf.to_container(config("data=fashion_mnist"), resolve=True)
+    del plain["data"]["idx_sha256"][IDX_FILES["y_test"]]
+    with pytest.raises(ConfigError, match=r"^data\.idx_sha256: .* must be a checksum for each of"):
+        validate(plain)
+
+
 def test_real_fashion_mnist_matches_the_published_facts(fashion_dir: Path) -> None:
     data = load_raw(fashion_dir, 10)
     assert data["x_train"].shape == (60000, 28, 28) and data["x_test"].shape == (10000, 28, 28)
