@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import plots, tracking
 from pipeline.cli import run_stage
 from pipeline.config import Distribute, validate
+from pipeline.data.idx import read_manifest
 from pipeline.data.prepared import (
     image_shape,
     load_prepared,
@@ -239,7 +240,10 @@ def fit(
             n_val = n_train - n_fit
             splits.insert(1, (f"{cfg.data.name}-validation", "validation", digest,
                               (n_val, *x_shape), (n_val, *y_shape)))  # fmt: skip
-        tracking.log_datasets(meta["source"], splits)
+        # Where the data came from, as the download recorded it: a label in MLflow only (it
+        # shapes nothing DVC tracks, so it is not part of the prepared data's record).
+        manifest = read_manifest(paths.raw)
+        tracking.log_datasets(manifest["source"] if manifest else str(paths.prepared), splits)
         if cfg.train.distribute is Distribute.mirrored:
             tracking.log_params(
                 {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}

@@ -61,7 +61,6 @@ def preprocess(cfg: DictConfig, paths: Paths) -> dict[str, tuple[int, ...]]:
         meta = {
             **meta_for(cfg),
             "sha256": manifest["sha256"] if manifest else raw_checksums(paths.raw),
-            "source": manifest["source"] if manifest else str(paths.raw),
             "image_shape": list(raw["x_train"].shape[1:]),
         }
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
