@@ -166,7 +166,8 @@ def fit(
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
     train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
-    image = image_shape(paths)
+    meta = read_meta(paths)
+    image = image_shape(paths, meta)
     # Reading the data and hashing it for the run's tags need no interpreter lock, so they
     # run on another core while TensorFlow and Keras are imported (on one).
     with ThreadPoolExecutor(1) as pool:
@@ -227,7 +228,7 @@ def fit(
         if progress is not None:
             write_json(progress / "run.json", {"run_id": run.info.run_id})
         tracking.log_params(tracking.flat_params(cfg))
-        meta, n_fit, n_train = read_meta(paths), len(x_fit), len(x_train)
+        n_fit, n_train = len(x_fit), len(x_train)
         x_shape, y_shape = train_split[0].shape[1:], train_split[1].shape[1:]
         splits = [
             (f"{cfg.data.name}-train", "training", split_digest(meta, "train", 0, n_fit),

@@ -28,6 +28,7 @@ from pipeline.data.idx import (
     IDX_FILES,
     MANIFEST,
     NPZ_FILE,
+    accepts,
     content_sha256,
     expected_checksums,
     file_sha256,
@@ -49,7 +50,7 @@ def sources(data: DictConfig) -> list[str]:
 def is_downloaded(cfg: DictConfig, paths: Paths) -> bool:
     """True when `paths.raw` holds files verified against this config's checksums."""
     manifest = read_manifest(paths.of(cfg.data.name).raw) or {}
-    return manifest.get("sha256") in (expected_checksums(cfg.data, npz) for npz in (False, True))
+    return accepts(cfg.data, manifest.get("sha256"))
 
 
 def download(cfg: DictConfig, paths: Paths) -> Path:

@@ -38,6 +38,11 @@ def expected_checksums(data: Mapping[str, Any], npz: bool) -> dict[str, str]:
     return {name: data["idx_sha256"][name] for name in IDX_FILES.values()}
 
 
+def accepts(data: Mapping[str, Any], checksums: Any) -> bool:
+    """True when recorded `checksums` are what the config gives for its IDX files or its npz."""
+    return checksums in (expected_checksums(data, npz) for npz in (False, True))
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

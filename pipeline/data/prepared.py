@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.data.idx import expected_checksums
+from pipeline.data.idx import accepts
 from pipeline.errors import DataError
 from pipeline.paths import Paths
 
@@ -46,7 +46,7 @@ def is_prepared(cfg: DictConfig, paths: Paths) -> bool:
     recorded = json.loads(meta.read_text())
     if {k: recorded.get(k) for k in meta_for(cfg)} != meta_for(cfg):
         return False
-    return recorded.get("sha256") in (expected_checksums(cfg.data, npz) for npz in (False, True))
+    return accepts(cfg.data, recorded.get("sha256"))
 
 
 def read_meta(paths: Paths) -> dict[str, Any]:
@@ -68,10 +68,11 @@ def split_digest(meta: dict[str, Any], split: str, start: int, stop: int) -> str
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def image_shape(paths: Paths) -> tuple[int, ...]:
-    """The images' shape before preprocess flattened them, as meta.json records it."""
+def image_shape(paths: Paths, meta: dict[str, Any] | None = None) -> tuple[int, ...]:
+    """The images' shape before preprocess flattened them, as meta.json (or `meta`, read
+    from it already) records it."""
     try:
-        return tuple(read_meta(paths)["image_shape"])
+        return tuple((meta or read_meta(paths))["image_shape"])
     except KeyError:
         raise DataError(f"no image shape in {paths.prepared / META}; {_HINT}") from None
 
