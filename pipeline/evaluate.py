@@ -1,64 +1,89 @@
-"""Stage 4, evaluate: score the saved model on the full training and test sets
-(`dvc repro evaluate`, or `python -m pipeline.evaluate`).
+"""Stage 4, evaluate: score the trained model on the full training and test sets, from the
+class probabilities the train stage saved with it (`dvc repro evaluate`, or
+`python -m pipeline.evaluate`).
 
 Writes reports/metrics.json (the numbers `dvc metrics show` reads), per-class test accuracy
 and the confusion matrix (DVC plots and a PNG), and logs the same numbers and files to the
-MLflow run that trained the model, so DVC and MLflow agree.
+MLflow run that trained the model, so DVC and MLflow agree. It needs no TensorFlow: the
+predictions file says which model made it and on which data, and both are checked first.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import plots, tracking
+from pipeline import plots, predictions, tracking
 from pipeline.cli import run_stage
 from pipeline.config import validate
-from pipeline.data.prepared import image_shape, load_prepared, read_aligned, split_validation
+from pipeline.data.idx import file_sha256
+from pipeline.data.prepared import image_shape, load_prepared, read_meta, split_digest
+from pipeline.errors import DataError, ModelError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
 
 # How many of the most confidently misclassified test images the gallery shows.
 GALLERY = 24
+_RETRAIN = "re-run the train stage (`dvc repro train`)"
+
+
+def _checked(paths: Paths, val_split: float) -> tuple[dict, dict, dict, np.ndarray]:
+    """The run record, the predictions, the labels of each split and the test images, once
+    each is known to belong with the others: the predictions were made by this run's model
+    file, on these data."""
+    if not paths.model.is_file():
+        raise ModelError(f"no model at {paths.model}; {_RETRAIN}")
+    try:
+        run = json.loads(paths.run_info.read_text())  # written with the model
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot read {paths.run_info} ({err}); {_RETRAIN}") from None
+    probs = predictions.load(paths.predictions)
+    if probs["run_id"] != run["run_id"]:
+        raise ModelError(
+            f"{paths.predictions} was made by MLflow run {probs['run_id']}, not by run "
+            f"{run['run_id']} that {paths.run_info} names; {_RETRAIN}"
+        )
+    if file_sha256(paths.model) != run.get("model_sha256"):
+        raise ModelError(
+            f"{paths.model} is not the model MLflow run {run['run_id']} trained (its checksum "
+            f"differs from the one the run recorded); {_RETRAIN}"
+        )
+    (_, y_train), (x_test, y_test) = load_prepared(paths, "train"), load_prepared(paths, "test")
+    # Training accuracy is of what the model was fitted on: without the validation split.
+    n_fit = len(y_train) - int(round(len(y_train) * val_split))
+    meta = read_meta(paths)
+    labels = {"train": y_train[:n_fit], "test": y_test}
+    for split, y in labels.items():
+        if probs[f"{split}_digest"] != split_digest(meta, split, 0, len(y)):
+            raise DataError(
+                f"{paths.predictions} holds predictions on other {split} data than "
+                f"{paths.prepared} with val_split={val_split}; {_RETRAIN}"
+            )
+    return run, probs, labels, x_test
 
 
 def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
-    """Evaluate `paths.model`, write the reports and log them to the training run.
+    """Report on the predictions of the model in `paths.model`, write the reports and log
+    them to the training run.
 
     Returns:
         The contents of reports/metrics.json.
     """
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
-    (train_x, y_train), (test_x, y_test) = (
-        load_prepared(paths, "train"),
-        load_prepared(paths, "test"),
-    )
-    # The data is read on another core while TensorFlow and Keras are imported (on one).
-    with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(read_aligned, train_x, test_x)
-        from pipeline.models.scoring import as_tensors, load_model, score
-
-        model = load_model(paths.model)
-        x_train, x_test = as_tensors(reading.result())
-    run = json.loads(paths.run_info.read_text())  # written with the model
-    # Training accuracy is measured on what the model was fitted on: without the validation
-    # split when there is one.
-    x_fit, y_fit, _, _ = split_validation(x_train, y_train, cfg.val_split)
+    run, probs, labels, test_x = _checked(paths, cfg.val_split)
     results = {}
-    for split, (x, y) in {"train": (x_fit, y_fit), "test": (x_test, y_test)}.items():
-        accuracy, loss, probs = score(model, x, y)
+    for split, y in labels.items():
+        accuracy, loss = predictions.accuracy_and_loss(probs[split], y)
         results[split] = {"accuracy": accuracy, "loss": loss}
-    truth = y_test.argmax(axis=1)  # `probs` are the test split's, scored last
-    predicted = probs.argmax(axis=1)
+    test_probs = probs["test"]
+    truth = np.asarray(labels["test"]).argmax(axis=1)
+    predicted = test_probs.argmax(axis=1)
     names = list(cfg.data.classes)
-    classes = y_test.shape[1]
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (truth, predicted), 1)
+    matrix = predictions.confusion_matrix(truth, predicted, len(names))
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
 
     metrics = {
@@ -81,12 +106,12 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
     title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
     plots.confusion_matrix(matrix, names, paths.confusion_plot, title)
     wrong = np.flatnonzero(predicted != truth)
-    confidence = probs[wrong, predicted[wrong]]
+    confidence = test_probs[wrong, predicted[wrong]]
     worst = wrong[np.argsort(-confidence)][:GALLERY]
     plots.misclassified_gallery(
         np.asarray(test_x[worst]).reshape(-1, *image_shape(paths)),
         [names[t] for t in truth[worst].tolist()], [names[p] for p in predicted[worst].tolist()],
-        probs[worst, predicted[worst]], paths.misclassified_plot,
+        test_probs[worst, predicted[worst]], paths.misclassified_plot,
     )  # fmt: skip
 
     # By the class's index: names may hold characters metric keys do not (T-shirt/top).
@@ -101,7 +126,7 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
 
 
 def main() -> None:
-    """Evaluate models/model.keras on the prepared data; write reports/metrics.json."""
+    """Report on models/model.keras' predictions; write reports/metrics.json."""
     run_stage(lambda cfg: evaluate(cfg, Paths.project()), main.__doc__)
 
 

@@ -1,8 +1,10 @@
-"""Stage 3, train: fit the configured model, save it, and record the run in MLflow.
+"""Stage 3, train: fit the configured model, save it and its predictions, and record the run
+in MLflow.
 
 `dvc repro train` runs `python -m pipeline.fit`, on the config DVC wrote to params.yaml; the
-evaluate stage completes the same MLflow run. `python -m pipeline.train` (the command users
-run) calls `fit` too, between preparing the data and evaluating.
+evaluate stage reports on the saved predictions and completes the same MLflow run.
+`python -m pipeline.train` (the command users run) calls `fit` too, between preparing the
+data and evaluating.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from typing import IO, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import plots, tracking
+from pipeline import plots, predictions, tracking
 from pipeline.cli import run_stage
 from pipeline.config import Distribute, validate
-from pipeline.data.idx import read_manifest
+from pipeline.data.idx import file_sha256, read_manifest
 from pipeline.data.prepared import (
     image_shape,
     load_prepared,
@@ -79,7 +81,7 @@ def build_from_config(
 def _epoch_callback(x_test: Any, y_test: np.ndarray) -> Any:
     import keras
 
-    from pipeline.models.scoring import score
+    from pipeline.models.scoring import probabilities
 
     class EpochMetrics(keras.callbacks.Callback):
         """Scores the test set after each epoch and logs every epoch metric to MLflow.
@@ -98,7 +100,8 @@ def _epoch_callback(x_test: Any, y_test: np.ndarray) -> Any:
                 raise DivergedError(f"loss became NaN at epoch {epoch + 1}")
             # Scored as evaluate scores, batch by batch: Keras' own `evaluate` spent more
             # time building its dataset and prediction function each epoch than scoring.
-            accuracy, loss, _ = score(self.model, x_test, y_test)
+            probs = probabilities(self.model, x_test)
+            accuracy, loss = predictions.accuracy_and_loss(probs, y_test)
             logs.update({"test_loss": loss, "test_accuracy": accuracy})
             metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
             tracking.log_metrics(metrics, step=epoch + 1, wait=False)
@@ -179,7 +182,7 @@ def fit(
         import keras
         import tensorflow as tf
 
-        from pipeline.models.scoring import as_tensors
+        from pipeline.models.scoring import as_tensors, probabilities
 
         x_train, y_train, x_test, y_test = as_tensors(reading.result())
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
@@ -282,9 +285,18 @@ def fit(
 
         with atomic_path(paths.model) as tmp:
             model.save(tmp)
+        # The saved model's class probabilities on what it was fitted on and on the test set,
+        # with what identifies them: evaluate reports on these (see pipeline.predictions).
+        model_sha256 = file_sha256(paths.model)
+        predictions.save(
+            paths.predictions, run.info.run_id, model_sha256,
+            {"train": (probabilities(model, x_fit), splits[0][2]),
+             "test": (probabilities(model, x_test), splits[-1][2])},
+        )  # fmt: skip
         _write_history(history, paths.history)
         plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
-        write_json(paths.run_info, {"run_id": run.info.run_id, "run_name": run.info.run_name})
+        run_info = {"run_id": run.info.run_id, "run_name": run.info.run_name}
+        write_json(paths.run_info, {**run_info, "model_sha256": model_sha256})
         tracking.log_artifact(paths.learning_curves, "plots")
         tracking.log_artifact(paths.history)
         tracking.log_text(OmegaConf.to_yaml(cfg), "config.yaml")

@@ -52,6 +52,11 @@ class Paths:
         return self.out / "models" / "run.json"
 
     @property
+    def predictions(self) -> Path:
+        """The final model's class probabilities, which evaluate reports on."""
+        return self.out / "models" / "predictions.npz"
+
+    @property
     def history(self) -> Path:
         return self.out / "reports" / "history.csv"
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 from pipeline.config import MODELS, Activation, compose, validate
-from pipeline.data.prepared import load_prepared
+from pipeline.data.prepared import load_prepared, read_aligned
 
 # Thirty trainings: the everyday check that each activation builds is tests/test_models.py.
 pytestmark = pytest.mark.slow
@@ -46,8 +46,8 @@ def trained(make_project, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     from pipeline.fit import build_from_config
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
-    x, y = load_prepared(paths, "train")
-    x_test, y_test = load_prepared(paths, "test")
+    x, y = read_aligned(*load_prepared(paths, "train"))
+    x_test, y_test = read_aligned(*load_prepared(paths, "test"))
     out = tmp_path_factory.mktemp("models")
     np.save(out / "x_test.npy", x_test)
     accuracy = {}

@@ -163,7 +163,7 @@ def test_pulled_arrays_and_model_are_usable(clone: tuple[Path, str]) -> None:
         "x_test": (n_test, 784),
         "y_test": (n_test, 10),
     }
-    x = np.load(prepared / "x_test.npy")
+    x = np.load(prepared / "x_test.npy") / np.float32(255)  # stored as uint8 pixels
     y = np.load(prepared / "y_test.npy")
     model = keras.saving.load_model(repo / "models" / "model.keras")
     probs = model.predict(x, verbose=0)

@@ -36,7 +36,11 @@ def test_evaluate_stage_logs_its_reports_into_the_training_run(trained_stage) ->
     import mlflow
 
     root, uri = trained_stage
-    result = python(root, "-m", "pipeline.evaluate", env={"MLFLOW_TRACKING_URI": uri})
+    env = {"MLFLOW_TRACKING_URI": uri}
+    result = python(root, "-X", "importtime", "-m", "pipeline.evaluate", env=env)
+    # It reports on the saved predictions: TensorFlow is never loaded.
+    loaded = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "numpy" in loaded and not {"tensorflow", "keras"} & loaded
     metrics = json.loads((root / "reports" / "metrics.json").read_text())
     assert json.loads(result.stdout.strip().splitlines()[-1]) == metrics
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -61,6 +65,42 @@ def test_a_store_that_cannot_record_fails_the_evaluate_stage_in_one_line(trained
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: MLflow: "), result.stderr[-2000:]
     assert str(root / "not-a-dir") in last  # the store's path, which cannot be a directory
+
+
+def test_evaluate_refuses_predictions_of_another_model_run_or_data(trained_stage) -> None:
+    """Whatever the predictions file says made it is checked first; one line, nothing written."""
+    import numpy as np
+
+    root, uri = trained_stage
+    models, env = root / "models", {"MLFLOW_TRACKING_URI": uri}
+    metrics = (root / "reports" / "metrics.json").read_bytes()
+
+    def refused(match: str) -> None:
+        result = python(root, "-m", "pipeline.evaluate", env=env, check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and match in last, result.stderr[-2000:]
+        assert (root / "reports" / "metrics.json").read_bytes() == metrics
+
+    saved = {name: (models / name).read_bytes() for name in ("model.keras", "predictions.npz")}
+    params = (root / "params.yaml").read_text()
+    try:
+        (models / "model.keras").write_bytes(saved["model.keras"] + b"\0")  # another model
+        refused("is not the model MLflow run")
+        (models / "model.keras").write_bytes(saved["model.keras"])
+        with np.load(models / "predictions.npz") as archive:
+            arrays = {k: archive[k] for k in archive.files}
+        np.savez(models / "predictions.npz", **{**arrays, "run_id": np.array("0" * 32)})
+        refused(f"was made by MLflow run {'0' * 32}")
+        (models / "predictions.npz").write_bytes(saved["predictions.npz"])
+        # Fitted on all 3,000 training images; with a validation split, on fewer.
+        (root / "params.yaml").write_text(params.replace("val_split: 0.0", "val_split: 0.2"))
+        refused("holds predictions on other train data")
+    finally:
+        for name, data in saved.items():
+            (models / name).write_bytes(data)
+        (root / "params.yaml").write_text(params)
+    python(root, "-m", "pipeline.evaluate", env=env)  # all restored: accepted again
 
 
 def test_a_failed_evaluation_logs_nothing(trained_stage) -> None:

@@ -148,7 +148,7 @@ def test_reports_sweeps_and_the_cli_run_in_no_stage() -> None:
 
 def test_the_closure_follows_lazy_and_by_name_imports(tmp_path: Path) -> None:
     """The analysis itself: an import inside a function and a module loaded by name count."""
-    assert "pipeline.models.scoring" in GRAPH["pipeline.evaluate"]  # imported in a function
+    assert "pipeline.models.build" in GRAPH["pipeline.fit"]  # imported in a function
     assert "pipeline.data.download" in GRAPH["pipeline.train"]  # likewise
     assert "pipeline.models" in GRAPH["pipeline.fit"]  # the package above an imported module
     source = "import importlib\ndef f():\n    importlib.import_module('pipeline.compare')\n"
@@ -210,7 +210,7 @@ def test_mlflow_is_imported_only_by_tracking() -> None:
     assert {m for m in MODULES if "mlflow" in _external(m)} == {"pipeline.tracking"}
 
 
-KERAS_MODULES = {"pipeline.models", "pipeline.fit", "pipeline.evaluate"}
+KERAS_MODULES = {"pipeline.models", "pipeline.fit"}
 
 
 def test_keras_and_tensorflow_are_imported_only_by_models_and_stages() -> None:
@@ -218,6 +218,12 @@ def test_keras_and_tensorflow_are_imported_only_by_models_and_stages() -> None:
     assert users, "nothing imports Keras: the check itself is broken"
     stray = {m for m in users if not any(m == k or m.startswith(k + ".") for k in KERAS_MODULES)}
     assert not stray
+
+
+def test_the_evaluate_stage_loads_no_tensorflow_even_indirectly() -> None:
+    """It reports on the predictions the train stage saved (pipeline.predictions)."""
+    for ran in closure("pipeline.evaluate"):
+        assert not _external(ran) & {"keras", "tensorflow"}, ran
 
 
 def test_data_loads_no_tensorflow_or_keras_even_indirectly() -> None:

@@ -13,12 +13,13 @@ import yaml
 from conftest import config
 
 from pipeline import tracking
-from pipeline.data.prepared import load_prepared, split_validation
+from pipeline.data.prepared import load_prepared, read_aligned, split_validation
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate
 from pipeline.fit import fit
-from pipeline.models.scoring import score
+from pipeline.models.scoring import probabilities
 from pipeline.paths import Paths
+from pipeline.predictions import accuracy_and_loss
 
 METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap"}
 
@@ -34,12 +35,16 @@ def test_preprocess_matches_the_seed_preparation(make_project, raw_dir: Path) ->
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     raw = load_raw(raw_dir, 10)
     x, y = load_prepared(paths, "train")
-    assert x.shape == (1000, 784) and x.dtype == np.float32
+    assert x.shape == (1000, 784) and x.dtype == np.uint8  # stored as bytes ...
     assert y.shape == (1000, 10) and y.dtype == np.float32
-    # The seed: reshape((60000, 28 * 28)).astype("float32") / 255 and to_categorical.
+    # ... read as the seed prepares them: reshape((60000, 28 * 28)).astype("float32") / 255,
+    # bit for bit, in memory TensorFlow can take over (64-byte aligned).
+    images, labels = read_aligned(x, y)
+    assert images.dtype == np.float32 and images.ctypes.data % 64 == 0
     np.testing.assert_array_equal(
-        x, raw["x_train"][:1000].reshape(1000, 784).astype("float32") / 255
+        images, raw["x_train"][:1000].reshape(1000, 784).astype("float32") / 255
     )
+    np.testing.assert_array_equal(labels, y)
     np.testing.assert_array_equal(y.argmax(axis=1), raw["y_train"][:1000])
     assert set(np.unique(y)) == {0.0, 1.0} and (y.sum(axis=1) == 1).all()
     assert load_prepared(paths, "test")[0].shape == (500, 784)
@@ -77,8 +82,8 @@ def test_saved_model_reloads_safely_and_scores_the_same(trained) -> None:
 
     paths, _, metrics = trained
     model = keras.saving.load_model(paths.model, safe_mode=True)
-    x, y = load_prepared(paths, "test")
-    accuracy, loss, _ = score(model, x, y)
+    x, y = read_aligned(*load_prepared(paths, "test"))
+    accuracy, loss = accuracy_and_loss(probabilities(model, x), y)
     assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     assert loss == pytest.approx(metrics["test_loss"], abs=1e-5)
 
@@ -160,7 +165,7 @@ def test_logged_model_scores_like_the_saved_one(trained, tmp_path: Path) -> None
 
     paths, result, _ = trained
     uri = f"runs:/{result['run_id']}/model"
-    x, _ = load_prepared(paths, "test")
+    x, _ = read_aligned(*load_prepared(paths, "test"))
     expected = keras.saving.load_model(paths.model).predict(x[:20], verbose=0)
     np.testing.assert_allclose(mlflow.pyfunc.load_model(uri).predict(np.asarray(x[:20])),
                                expected, rtol=1e-5, atol=1e-6)  # fmt: skip
@@ -202,13 +207,18 @@ def test_validation_split_and_early_stopping_keep_the_best_weights(
     epochs = len(history["val_loss"])
     names = set(mlflow.MlflowClient().get_run(result["run_id"]).data.metrics)
     assert {"epoch/val_accuracy", "epoch/test_accuracy", "epoch/train_accuracy"} <= names
-    x_fit, y_fit, x_val, y_val = split_validation(*load_prepared(paths, "train"), 0.25)
+    x_fit, y_fit, x_val, y_val = split_validation(
+        *read_aligned(*load_prepared(paths, "train")), 0.25
+    )
     assert (len(x_fit), len(x_val)) == (4500, 1500)
     model = keras.saving.load_model(run_paths.model, safe_mode=True)
     # The saved weights are the best epoch's, not the last one's.
-    assert score(model, x_val, y_val)[1] == pytest.approx(min(history["val_loss"]), abs=1e-4)
+    val_loss = accuracy_and_loss(probabilities(model, x_val), y_val)[1]
+    assert val_loss == pytest.approx(min(history["val_loss"]), abs=1e-4)
     # Training accuracy is measured on the 4,500 images fitted, not the held-out ones.
-    assert metrics["train_accuracy"] == pytest.approx(score(model, x_fit, y_fit)[0], abs=1e-6)
+    assert metrics["train_accuracy"] == pytest.approx(
+        accuracy_and_loss(probabilities(model, x_fit), y_fit)[0], abs=1e-6
+    )
     assert 1 <= epochs <= 4
 
 

@@ -1,7 +1,7 @@
 """The prepared arrays, as training and evaluation read them, and what they were made from.
 
-preprocess writes (N, pixels) float32 images and (N, classes) one-hot labels as plain `.npy`
-files, and `meta.json` beside them: everything that shaped the arrays (the dataset, the
+preprocess writes (N, pixels) uint8 images and (N, classes) one-hot float32 labels as plain
+`.npy` files, and `meta.json` beside them: everything that shaped the arrays (the dataset, the
 checksums of the raw files they came from, the sample counts, the class count) and the image
 shape. Whatever reuses prepared data compares that record with its own config first
 (`is_prepared`).
@@ -90,7 +90,7 @@ def load_prepared(paths: Paths, split: str) -> tuple[np.ndarray, np.ndarray]:
         msg = f"cannot read prepared {split} data in {paths.prepared} ({err}); {_HINT}"
         raise DataError(msg) from None
     if (
-        x.dtype != np.float32
+        x.dtype != np.uint8
         or y.dtype != np.float32
         or x.ndim != 2
         or y.ndim != 2
@@ -98,31 +98,34 @@ def load_prepared(paths: Paths, split: str) -> tuple[np.ndarray, np.ndarray]:
     ):
         raise DataError(
             f"prepared {split} data in {paths.prepared} is stale or damaged "
-            f"(x {x.shape} {x.dtype}, y {y.shape} {y.dtype}; expected (N, pixels) and "
+            f"(x {x.shape} {x.dtype}, y {y.shape} {y.dtype}; expected (N, pixels) uint8 and "
             f"(N, classes) float32); {_HINT}"
         )
     return x, y
 
 
 def read_aligned(*arrays: np.memmap) -> list[np.ndarray]:
-    """Memory-mapped prepared arrays (from `load_prepared`) read into 64-byte aligned memory.
+    """Memory-mapped prepared arrays (from `load_prepared`) as float32 in 64-byte aligned
+    memory: images scaled to [0, 1] as the seed does, labels as they are.
 
     TensorFlow can take such a buffer over without copying it
-    (`pipeline.models.scoring.as_tensors`): the training set (188 MB) is then in memory once,
-    where handing Keras the NumPy arrays kept two more copies (train-stage peak 1.40 GB ->
-    1.18 GB when this was introduced).
+    (`pipeline.models.scoring.as_tensors`): the training set (188 MB as float32) is then in
+    memory once, where handing Keras NumPy arrays kept two more copies (train-stage peak
+    1.40 GB -> 1.18 GB when this was introduced).
     """
     copies = []
     for array in arrays:
-        buffer = np.empty(array.nbytes + _ALIGN, np.uint8)
+        nbytes = array.size * np.dtype(np.float32).itemsize
+        buffer = np.empty(nbytes + _ALIGN, np.uint8)
         start = -buffer.ctypes.data % _ALIGN
-        data = buffer[start : start + array.nbytes]
-        # load_prepared checked the .npy header; the data follows it, C-ordered.
-        with open(array.filename, "rb") as f:
-            f.seek(array.offset)
-            if f.readinto(memoryview(data)) != array.nbytes:
-                raise DataError(f"{array.filename} changed while it was read")
-        copies.append(data.view(array.dtype).reshape(array.shape))
+        out = buffer[start : start + nbytes].view(np.float32).reshape(array.shape)
+        if array.dtype == np.uint8:
+            # The seed's `astype("float32") / 255`, bit for bit, written straight into place
+            # (NumPy casts in small buffers: no other float32 copy of the set).
+            np.divide(array, np.float32(255), out=out, dtype=np.float32)
+        else:
+            out[...] = array
+        copies.append(out)
     return copies
 
 

@@ -1,9 +1,12 @@
 """Stage 2, preprocess: exactly the seed's preparation, stored for fast, pickle-free loading
 (`dvc repro preprocess`, or `python -m pipeline.data.preprocess`).
 
-Images become (N, height x width) float32 in [0, 1]; labels become (N, classes) one-hot
-float32. Each array is a plain `.npy` file, so training memory-maps it instead of parsing
-anything; `meta.json` records what shaped them (`pipeline.data.prepared`). Raw and prepared
+Images become (N, height x width) rows of their uint8 pixels; labels become (N, classes)
+one-hot float32. Each array is a plain `.npy` file, so training memory-maps it instead of
+parsing anything, and scales the pixels to [0, 1] float32 as the seed does while it reads
+them (`pipeline.data.prepared.read_aligned`): stored as bytes, the images are a quarter of
+the size for preprocess to write and for DVC to hash and cache. `meta.json` records what
+shaped them (`pipeline.data.prepared`). Raw and prepared
 data are kept per dataset (data/raw/<name>/, data/prepared/<name>/).
 """
 
@@ -23,11 +26,9 @@ from pipeline.paths import Paths
 
 
 def prepare_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, 784) float32 scaled to [0, 1], as the seed does (any image
-    size alike)."""
-    pixels = images.reshape(len(images), -1).astype(np.float32)
-    pixels /= 255  # in place: one float32 copy of the set, not two
-    return pixels
+    """(N, 28, 28) uint8 -> (N, 784) uint8 rows, as the seed reshapes them (any image size
+    alike); `pipeline.data.prepared.read_aligned` scales them to [0, 1] as the seed does."""
+    return np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8)
 
 
 def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:

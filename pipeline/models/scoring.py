@@ -1,7 +1,7 @@
 """Using a model on prepared arrays: as tensors, loaded safely, scored.
 
-Shared by the train and evaluate stages (neither imports the other): each epoch's test score
-and the final report come from the same `score`.
+The train stage scores the test set with `probabilities` after every epoch, and its final
+model on the training and test sets (the predictions the evaluate stage reports on).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from pipeline.models import layers  # noqa: F401  (registers Maxout, which saved
 
 # Scoring has no gradients to hold, so a big batch is only faster.
 EVAL_BATCH = 2048
-# Keras' categorical cross-entropy clips probabilities to this epsilon before the log.
-_EPSILON = 1e-7
 
 
 def as_tensors(arrays: list[np.ndarray]) -> list[tf.Tensor]:
@@ -27,17 +25,15 @@ def as_tensors(arrays: list[np.ndarray]) -> list[tf.Tensor]:
     return [tf.experimental.dlpack.from_dlpack(a.__dlpack__()) for a in arrays]
 
 
-def score(model: keras.Model, x, y) -> tuple[float, float, np.ndarray]:
-    """Accuracy, cross-entropy loss and the class probabilities, from one pass of predictions."""
+def probabilities(model: keras.Model, x) -> np.ndarray:
+    """The model's class probabilities for `x`, rows summing to 1 (see
+    `pipeline.predictions.accuracy_and_loss` for the scores they give)."""
     # Calling the model batch by batch gives what `predict` gives, bit for bit, without
     # compiling a prediction function first (0.6 s, more than the predictions take).
     probs = np.concatenate(
         [model(x[i : i + EVAL_BATCH], training=False).numpy() for i in range(0, len(x), EVAL_BATCH)]
     )
-    probs = probs / probs.sum(axis=1, keepdims=True)
-    truth = np.asarray(y).argmax(axis=1)
-    p_true = np.clip(probs[np.arange(len(truth)), truth], _EPSILON, 1 - _EPSILON)
-    return float((probs.argmax(axis=1) == truth).mean()), float(-np.log(p_true).mean()), probs
+    return probs / probs.sum(axis=1, keepdims=True)
 
 
 def load_model(path: Path) -> keras.Model:

@@ -1,0 +1,65 @@
+"""A trained model's class probabilities on the prepared splits, and the scores they give.
+
+The train stage scores its final model on the rows it was fitted on and on the test set, and
+saves the probabilities (models/predictions.npz) with what identifies them: the MLflow run,
+the checksum of the model file that made them, and each split's data digest. The evaluate
+stage computes every report from that file with NumPy alone: it starts without TensorFlow,
+so re-running it after a change to the reports costs seconds, not a model load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DataError
+from pipeline.io import atomic_path
+
+# Keras' categorical cross-entropy clips probabilities to this epsilon before the log.
+EPSILON = 1e-7
+SPLITS = ("train", "test")
+
+
+def accuracy_and_loss(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """Accuracy and mean categorical cross-entropy (as Keras computes it) of class
+    probabilities against one-hot targets."""
+    truth = np.asarray(targets).argmax(axis=1)
+    p_true = np.clip(probs[np.arange(len(truth)), truth], EPSILON, 1 - EPSILON)
+    return float((probs.argmax(axis=1) == truth).mean()), float(-np.log(p_true).mean())
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of (actual, predicted) class pairs: rows actual, columns predicted."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
+
+
+def save(
+    path: Path, run_id: str, model_sha256: str, splits: dict[str, tuple[np.ndarray, str]]
+) -> None:
+    """Write the probabilities of each split (`{split: (probs, data digest)}`), atomically."""
+    arrays = {"run_id": np.array(run_id), "model_sha256": np.array(model_sha256)}
+    for split, (probs, digest) in splits.items():
+        arrays[split] = np.asarray(probs, np.float32)
+        arrays[f"{split}_digest"] = np.array(digest)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load(path: Path) -> dict[str, np.ndarray | str]:
+    """The file `save` wrote: `run_id`, `model_sha256`, and per split its probabilities and
+    `<split>_digest`.
+
+    Raises:
+        DataError: the file is missing or not what the train stage writes.
+    """
+    keys = {"run_id", "model_sha256", *SPLITS, *(f"{s}_digest" for s in SPLITS)}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if missing := keys - set(archive.files):
+                raise ValueError(f"missing {', '.join(sorted(missing))}")
+            return {k: archive[k] if k in SPLITS else str(archive[k]) for k in keys}
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {path} ({err}); run the train stage first") from None
