@@ -24,6 +24,8 @@ SPLITS = ("train", "test")
 META = "meta.json"
 # TensorFlow's CPU kernels need their inputs aligned to 64 bytes.
 _ALIGN = 64
+# Elements read from a prepared file at a time (a few MB).
+_BLOCK = 1 << 22
 _HINT = "re-run preprocess (`dvc repro preprocess` or `python -m pipeline.data.preprocess`)"
 
 
@@ -119,12 +121,20 @@ def read_aligned(*arrays: np.memmap) -> list[np.ndarray]:
         buffer = np.empty(nbytes + _ALIGN, np.uint8)
         start = -buffer.ctypes.data % _ALIGN
         out = buffer[start : start + nbytes].view(np.float32).reshape(array.shape)
-        if array.dtype == np.uint8:
-            # The seed's `astype("float32") / 255`, bit for bit, written straight into place
-            # (NumPy casts in small buffers: no other float32 copy of the set).
-            np.divide(array, np.float32(255), out=out, dtype=np.float32)
-        else:
-            out[...] = array
+        # Read from the file a block at a time, not through the memory map: mapped pages stay
+        # in the process's memory for as long as the map lives.
+        flat, chunk = out.reshape(-1), np.empty(_BLOCK, array.dtype)
+        with open(array.filename, "rb") as f:
+            f.seek(array.offset)
+            for start in range(0, array.size, _BLOCK):
+                part = chunk[: min(_BLOCK, array.size - start)]
+                if f.readinto(memoryview(part).cast("B")) != part.nbytes:
+                    raise DataError(f"{array.filename} changed while it was read")
+                # Images: the seed's `astype("float32") / 255`, bit for bit; labels as they are.
+                if array.dtype == np.uint8:
+                    np.divide(part, np.float32(255), out=flat[start : start + len(part)])
+                else:
+                    flat[start : start + len(part)] = part
         copies.append(out)
     return copies
 
