@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import secrets
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -168,8 +169,8 @@ SCHEMA_GROUP = "schema"
 
 
 def register_schemas() -> None:
-    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to, and the
-    `choices` resolver the help text uses."""
+    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to, the
+    `choices` resolver the help text uses and the `unique` one run directories use."""
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
@@ -178,6 +179,15 @@ def register_schemas() -> None:
         for name, schema in schemas.items():
             store.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=schema)
     OmegaConf.register_new_resolver("choices", choices, replace=True)
+    # Cached in the config, which Hydra copies to each job of a sweep (joblib's processes
+    # included): one value per command, the same in all its jobs.
+    OmegaConf.register_new_resolver("unique", unique, replace=True, use_cache=True)
+
+
+def unique() -> str:
+    """A random suffix that makes a run directory's name (`outputs/<date>/<time>-<suffix>`)
+    one no other command gets, even one started in the same second, in any process."""
+    return secrets.token_hex(4)
 
 
 def choices(what: str) -> str:

@@ -9,7 +9,11 @@ stages one process each (dvc.yaml).
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -49,13 +53,42 @@ def train(cfg: DictConfig, paths: Paths, tags: dict[str, str] | None = None) -> 
     Returns:
         The run's metrics, as reports/metrics.json holds them.
     """
+    from pipeline import tracking
     from pipeline.evaluate import evaluate
-    from pipeline.fit import fit
+    from pipeline.fit import fit, unlogged_error
 
     cfg = validate(cfg)
+    # The store first: one that cannot record fails here, in seconds, before any download.
+    tracking.experiment_id(paths.root, cfg.tracking.experiment)
     ensure_data(cfg, paths)
-    fit(cfg, paths, entry_point="cli", tags=tags)
+    result = fit(cfg, paths, entry_point="cli", tags=tags)
+    if "unlogged" in result:
+        # The store failed during training: the reports still go to the job directory.
+        evaluate(cfg, paths, log=False)
+        raise unlogged_error(result["unlogged"], paths.of(cfg.data.name))
     return evaluate(cfg, paths)
+
+
+# Written into a job's directory when the job starts; a directory that has one is another run's.
+CLAIM = "job.json"
+
+
+def claim(out: Path) -> None:
+    """Make `out` this run's own: created if needed, and refused if another run used it.
+
+    Raises:
+        PipelineError: `out` already holds a run's files (a run directory given twice).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    try:
+        with open(out / CLAIM, "x") as f:  # exclusive: of two runs, one succeeds
+            json.dump(record, f)
+    except FileExistsError:
+        raise PipelineError(
+            f"{out} holds another run's files: every run needs a directory of its own (leave "
+            "hydra.run.dir and hydra.sweep.dir at their defaults, or name a new directory)"
+        ) from None
 
 
 def _job(cfg: DictConfig) -> dict[str, float]:
@@ -67,6 +100,7 @@ def _job(cfg: DictConfig) -> dict[str, float]:
 
     hydra = HydraConfig.get()
     paths = Paths(root=Path.cwd().resolve(), out=Path(hydra.runtime.output_dir))
+    claim(paths.out)
     tags = {}
     if hydra.mode == RunMode.MULTIRUN:
         tags["sweep_job"] = str(hydra.job.num)

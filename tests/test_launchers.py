@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,8 @@ def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args, at_once = LAUNCHERS[launcher]
-    python(paths.root, "-m", "pipeline.train", "-m", *args, "hydra.sweep.dir=multirun/sweep",
-           PROBE, *SWEEP, *SMALL, env={"MLFLOW_TRACKING_URI": uri, **PROBE_ENV})  # fmt: skip
+    python(paths.root, "-m", "pipeline.train", "-m", *args, PROBE, *SWEEP, *SMALL,
+           env={"MLFLOW_TRACKING_URI": uri, **PROBE_ENV})  # fmt: skip
 
     parent, children = sweep_runs(uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "6 of 6 finished"
@@ -79,7 +80,11 @@ def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
 
     # Each job ran in a process of its own (not the sweep's), started with its share of the
     # cores: this machine's cores divided among the jobs running at once.
-    sweep_dir = paths.root / "multirun" / "sweep"
+    # The sweep's directory, named once for all its jobs (in whichever process each ran), and
+    # one directory per job, claimed by it.
+    (sweep_dir,) = (paths.root / "multirun").glob("*/*")
+    assert re.fullmatch(r"\d{2}-\d{2}-\d{2}-[0-9a-f]{8}", sweep_dir.name), sweep_dir
+    assert len(list(sweep_dir.glob("[0-9]*/job.json"))) == 6
     probes = [json.loads(p.read_text()) for p in sweep_dir.glob("[0-9]*/probe.json")]
     assert len(probes) == 6
     pids = {p["pid"] for p in probes}

@@ -1,0 +1,116 @@
+"""Runs started together keep their own results: a directory per run, claimed by it, and an
+evaluation that checks it reports on its own run's model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import OFFLINE, ROOT
+
+from pipeline.errors import PipelineError
+from pipeline.train import CLAIM, claim
+
+SMALL = [*OFFLINE, "data.train_samples=2000", "data.test_samples=1000", "model.hidden_units=[32]",
+         "epochs=2"]  # fmt: skip
+ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid")
+
+
+def test_a_run_directory_is_claimed_once(tmp_path: Path) -> None:
+    out = tmp_path / "outputs" / "run"
+    claim(out)
+    record = json.loads((out / CLAIM).read_text())
+    assert record["pid"] == os.getpid()
+    with pytest.raises(PipelineError, match=rf"{out} holds another run's files"):
+        claim(out)
+
+
+def _resolved_run_dir(root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "--cfg", "hydra", "--resolve"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_commands_started_in_the_same_second_get_different_directories(tmp_path: Path) -> None:
+    import yaml
+
+    started = [_resolved_run_dir(tmp_path) for _ in range(3)]
+    dirs = [yaml.safe_load(p.communicate(timeout=120)[0])["hydra"]["run"]["dir"] for p in started]
+    assert all(d.startswith("outputs/") for d in dirs)
+    assert len(set(dirs)) == 3, dirs
+
+
+def _activations_in(keras_file: Path) -> set[str]:
+    """Which of ACTIVATIONS a saved model's config names: as a layer's `activation`, or as an
+    activation layer's class (`ELU`)."""
+    with zipfile.ZipFile(keras_file) as archive:
+        config = json.loads(archive.read("config.json"))
+    found = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("activation", "class_name") and isinstance(value, str):
+                    found.add(value.lower())
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found & set(ACTIVATIONS)
+
+
+@pytest.mark.slow
+def test_four_trainings_started_together_keep_their_own_results(
+    make_project, tmp_path: Path
+) -> None:
+    import mlflow
+
+    paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", f"activation={a}", *SMALL],
+            cwd=paths.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for a in ACTIVATIONS
+    ]
+    for process in started:
+        _, err = process.communicate(timeout=900)
+        assert process.returncode == 0, err[-3000:]
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert sorted(r.data.params["activation"] for r in runs) == sorted(ACTIVATIONS)
+    job_dirs = set()
+    for run in runs:
+        activation = run.data.params["activation"]
+        # The final test accuracy is this run's own: its last epoch's test score.
+        last_epoch = client.get_metric_history(run.info.run_id, "epoch/test_accuracy")
+        last = max(last_epoch, key=lambda m: m.step)
+        assert last.step == 2
+        assert run.data.metrics["test_accuracy"] == pytest.approx(last.value, abs=1e-6)
+        # The model it logged has its own activation.
+        (tmp_path / activation).mkdir()
+        model_dir = client.download_artifacts(run.info.run_id, "model", str(tmp_path / activation))
+        (keras_file,) = Path(model_dir).rglob("*.keras")
+        assert _activations_in(keras_file) == {activation}, activation
+        job_dirs.add(run.data.tags["job_dir"])
+    assert len(job_dirs) == 4  # a directory each, every one claimed by its run
+    for job_dir in job_dirs:
+        assert (Path(job_dir) / CLAIM).is_file()
+        run_json = json.loads((Path(job_dir) / "models" / "run.json").read_text())
+        assert run_json["run_id"] in {r.info.run_id for r in runs}
