@@ -36,3 +36,8 @@ class DivergedError(PipelineError):
 
 class TrackingError(PipelineError):
     """A run could not be recorded."""
+
+
+class UnloggedRunError(TrackingError):
+    """A run finished, but the tracking store failed while recording it: its files are kept
+    in its job directory, for `python -m pipeline.tracking log <job dir>`."""

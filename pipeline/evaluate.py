@@ -65,15 +65,17 @@ def _checked(paths: Paths, val_split: float) -> tuple[dict, dict, dict, np.ndarr
     return run, probs, labels, x_test
 
 
-def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
-    """Report on the predictions of the model in `paths.model`, write the reports and log
-    them to the training run.
+def evaluate(cfg: DictConfig, paths: Paths | None = None, log: bool = True) -> dict[str, float]:
+    """Report on the predictions of the model in `paths.model`, write the reports and (with
+    `log`) log them to the training run.
 
     Returns:
         The contents of reports/metrics.json.
     """
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
+    if log:  # the store first: one that cannot record fails here, before any work
+        tracking.experiment_id(paths.root, cfg.tracking.experiment)
     run, probs, labels, test_x = _checked(paths, cfg.val_split)
     results = {}
     for split, y in labels.items():
@@ -114,13 +116,12 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None) -> dict[str, float]:
         test_probs[worst, predicted[worst]], paths.misclassified_plot,
     )  # fmt: skip
 
-    # By the class's index: names may hold characters metric keys do not (T-shirt/top).
-    per_class_metrics = {f"test_accuracy_class_{i}": float(a) for i, a in enumerate(per_class)}
-    files = [(paths.metrics, None), (paths.per_class, None), (paths.confusion, None),
-             (paths.confusion_plot, "plots"), (paths.misclassified_plot, "plots")]  # fmt: skip
-    tracking.log_to_run(
-        paths.root, cfg.tracking.experiment, run, {**metrics, **per_class_metrics}, files
-    )
+    if log:
+        per_class_metrics = {tracking.per_class_key(i): float(a) for i, a in enumerate(per_class)}
+        tracking.log_to_run(
+            paths.root, cfg.tracking.experiment, run, {**metrics, **per_class_metrics},
+            tracking.evaluation_files(paths),
+        )  # fmt: skip
     print(json.dumps(metrics))
     return metrics
 

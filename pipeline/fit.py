@@ -37,7 +37,7 @@ from pipeline.data.prepared import (
     split_digest,
     split_validation,
 )
-from pipeline.errors import DivergedError, PipelineError
+from pipeline.errors import DivergedError, PipelineError, TrackingError, UnloggedRunError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
 
@@ -164,10 +164,16 @@ def fit(
         tags: More run tags, such as `mlflow.parentRunId` for a sweep's job.
 
     Returns:
-        `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics).
+        `run_id`, `model` (path of the saved model) and `history` (per-epoch metrics); and
+        `unlogged`, why, when the store failed after training began (`unlogged_error`).
+
+    Raises:
+        TrackingError: the store cannot be used (checked before any work).
     """
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
+    # The store first: one that cannot record fails here, in seconds, before any work.
+    tracking.experiment_id(paths.root, cfg.tracking.experiment)
     train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
     meta = read_meta(paths)
     image = image_shape(paths, meta)
@@ -223,93 +229,126 @@ def fit(
         if resumed is None:
             shutil.rmtree(progress, ignore_errors=True)  # start afresh
         callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
-    tags = {**tagging.result(), **(tags or {})}
-    with tracking.active_run(
-        paths.root, cfg.tracking.experiment, run_id=resumed, run_name=tracking.run_name(cfg),
-        tags=tags,
-    ) as run:  # fmt: skip
-        if progress is not None:
-            write_json(progress / "run.json", {"run_id": run.info.run_id})
-        tracking.log_params(tracking.flat_params(cfg))
-        n_fit, n_train = len(x_fit), len(x_train)
-        x_shape, y_shape = train_split[0].shape[1:], train_split[1].shape[1:]
-        splits = [
-            (f"{cfg.data.name}-train", "training", split_digest(meta, "train", 0, n_fit),
-             (n_fit, *x_shape), (n_fit, *y_shape)),
-            (f"{cfg.data.name}-test", "test", split_digest(meta, "test", 0, len(x_test)),
-             test_split[0].shape, test_split[1].shape),
-        ]  # fmt: skip
-        if n_train > n_fit:
-            digest = split_digest(meta, "train", n_fit, n_train)
-            n_val = n_train - n_fit
-            splits.insert(1, (f"{cfg.data.name}-validation", "validation", digest,
-                              (n_val, *x_shape), (n_val, *y_shape)))  # fmt: skip
-        # Where the data came from, as the download recorded it: a label in MLflow only (it
-        # shapes nothing DVC tracks, so it is not part of the prepared data's record).
-        manifest = read_manifest(paths.raw)
-        tracking.log_datasets(manifest["source"] if manifest else str(paths.prepared), splits)
-        if cfg.train.distribute is Distribute.mirrored:
-            tracking.log_params(
-                {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}
+    # Where the run's files are (model, predictions, reports): its job directory.
+    tags = {**tagging.result(), "job_dir": str(paths.out), **(tags or {})}
+    kept = False  # True once the job's files hold the whole run (see below)
+    try:
+        with tracking.active_run(
+            paths.root, cfg.tracking.experiment, run_id=resumed, run_name=tracking.run_name(cfg),
+            tags=tags,
+        ) as run:  # fmt: skip
+            if progress is not None:
+                write_json(progress / "run.json", {"run_id": run.info.run_id})
+            tracking.log_params(tracking.flat_params(cfg))
+            n_fit, n_train = len(x_fit), len(x_train)
+            x_shape, y_shape = train_split[0].shape[1:], train_split[1].shape[1:]
+            splits = [
+                (f"{cfg.data.name}-train", "training", split_digest(meta, "train", 0, n_fit),
+                 (n_fit, *x_shape), (n_fit, *y_shape)),
+                (f"{cfg.data.name}-test", "test", split_digest(meta, "test", 0, len(x_test)),
+                 test_split[0].shape, test_split[1].shape),
+            ]  # fmt: skip
+            if n_train > n_fit:
+                digest = split_digest(meta, "train", n_fit, n_train)
+                n_val = n_train - n_fit
+                splits.insert(1, (f"{cfg.data.name}-validation", "validation", digest,
+                                  (n_val, *x_shape), (n_val, *y_shape)))  # fmt: skip
+            # Where the data came from, as the download recorded it: a label in MLflow only (it
+            # shapes nothing DVC tracks, so it is not part of the prepared data's record).
+            manifest = read_manifest(paths.raw)
+            source = manifest["source"] if manifest else str(paths.prepared)
+            tracking.log_datasets(source, splits)
+            if cfg.train.distribute is Distribute.mirrored:
+                tracking.log_params(
+                    {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}
+                )
+                # Where the replicas ran: the devices holding a copy of the model's weights.
+                devices = [v.device for v in model.trainable_weights[0].value.values]
+                tracking.set_tags({"distribute.devices": ",".join(devices)})
+            start = time.perf_counter()
+            fitted = model.fit(
+                x_fit,
+                y_fit,
+                validation_data=(x_val, y_val) if len(x_val) else None,
+                epochs=cfg.epochs,
+                batch_size=batch_size,
+                callbacks=callbacks,
+                verbose=1 if sys.stdout.isatty() else 2,
             )
-            # Where the replicas ran: the devices holding a copy of the model's weights.
-            devices = [v.device for v in model.trainable_weights[0].value.values]
-            tracking.set_tags({"distribute.devices": ",".join(devices)})
-        start = time.perf_counter()
-        fitted = model.fit(
-            x_fit,
-            y_fit,
-            validation_data=(x_val, y_val) if len(x_val) else None,
-            epochs=cfg.epochs,
-            batch_size=batch_size,
-            callbacks=callbacks,
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
-        seconds = time.perf_counter() - start
-        # How fast this machine trained (per-epoch test scoring included), to compare runs
-        # across machines and settings; benchmarks/bench.py reads them too.
-        tracking.log_metrics(
-            {
-                "fit_seconds": seconds,
-                "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
-            }
-        )
-        if resumed:
-            # The run's own record holds every epoch, those before the interruption included.
-            history = tracking.epoch_history(run.info.run_id)
-        else:
-            history = {
-                history_name(k): [float(v) for v in values]
-                for k, values in sorted(fitted.history.items(), key=lambda i: history_name(i[0]))
-            }
+            seconds = time.perf_counter() - start
+            if resumed:
+                # The run's own record holds every epoch, those before the interruption too.
+                history = tracking.epoch_history(run.info.run_id)
+            else:
+                history = {
+                    history_name(k): [float(v) for v in values]
+                    for k, values in sorted(
+                        fitted.history.items(), key=lambda i: history_name(i[0])
+                    )
+                }
 
-        with atomic_path(paths.model) as tmp:
-            model.save(tmp)
-        # The saved model's class probabilities on what it was fitted on and on the test set,
-        # with what identifies them: evaluate reports on these (see pipeline.predictions).
-        model_sha256 = file_sha256(paths.model)
-        predictions.save(
-            paths.predictions, run.info.run_id, model_sha256,
-            {"train": (probabilities(model, x_fit), splits[0][2]),
-             "test": (probabilities(model, x_test), splits[-1][2])},
-        )  # fmt: skip
-        _write_history(history, paths.history)
-        plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
-        run_info = {"run_id": run.info.run_id, "run_name": run.info.run_name}
-        write_json(paths.run_info, {**run_info, "model_sha256": model_sha256})
-        tracking.log_artifact(paths.learning_curves, "plots")
-        tracking.log_artifact(paths.history)
-        tracking.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
-        lines: list[str] = []
-        model.summary(print_fn=lambda line, **_: lines.append(line))
-        tracking.log_text("\n".join(lines) + "\n", "model_summary.txt")
-        requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-        tracking.log_keras_model(model, np.asarray(x_test[:5]), requirements)
-    if progress is not None:
-        shutil.rmtree(progress, ignore_errors=True)
-        lock.close()
+            # First the job's files, whole: what the run logs next comes from them, and if
+            # the store fails they are the run (`python -m pipeline.tracking log <job dir>`).
+            with atomic_path(paths.model) as tmp:
+                model.save(tmp)
+            # The saved model's class probabilities on what it was fitted on and on the test
+            # set, with what identifies them: evaluate reports on these (pipeline.predictions).
+            model_sha256 = file_sha256(paths.model)
+            predictions.save(
+                paths.predictions, run.info.run_id, model_sha256,
+                {"train": (probabilities(model, x_fit), splits[0][2]),
+                 "test": (probabilities(model, x_test), splits[-1][2])},
+            )  # fmt: skip
+            _write_history(history, paths.history)
+            plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
+            requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
+            tracking.save_keras_model(
+                model, paths.mlflow_model, np.asarray(x_test[:5]), requirements
+            )
+            lines: list[str] = []
+            model.summary(print_fn=lambda line, **_: lines.append(line))
+            record = {
+                "run_id": run.info.run_id,
+                "run_name": run.info.run_name,
+                "model_sha256": model_sha256,
+                # What logging the job later needs (tracking.log_job): where, and what.
+                "tracking_uri": tracking.active_uri(),
+                "experiment": cfg.tracking.experiment,
+                "tags": tags,
+                "params": tracking.flat_params(cfg),
+                "datasets": {"source": source, "splits": splits},
+                # How fast this machine trained (per-epoch test scoring included), to compare
+                # runs across machines and settings; benchmarks/bench.py reads them too.
+                "metrics": {
+                    "fit_seconds": seconds,
+                    "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
+                },
+                "config": OmegaConf.to_yaml(cfg),
+                "model_summary": "\n".join(lines) + "\n",
+            }
+            write_json(paths.run_info, record)
+            kept = True
+            tracking.log_outputs(paths, record)
+    except TrackingError as err:
+        if not kept:
+            raise
+        # The run is whole in its files; the store only failed to record it.
+        return {"run_id": run.info.run_id, "model": paths.model, "history": history,
+                "unlogged": str(err)}  # fmt: skip
+    finally:
+        if progress is not None and kept:
+            shutil.rmtree(progress, ignore_errors=True)
+            lock.close()
     print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {tracking.active_uri()}")
     return {"run_id": run.info.run_id, "model": paths.model, "history": history}
+
+
+def unlogged_error(reason: str, paths: Paths) -> UnloggedRunError:
+    """The one line that ends a run whose store failed: why, and where its files are."""
+    return UnloggedRunError(
+        f"{reason}. The run's model, metrics and plots are in {paths.out}; once the store "
+        f"answers, `python -m pipeline.tracking log {paths.out}` records them as a complete run"
+    )
 
 
 def _digest(cfg: DictConfig) -> str:
@@ -357,7 +396,13 @@ def _write_history(history: dict[str, list[float]], path: Path) -> None:
 
 def main() -> None:
     """Train the model params.yaml configures (the DVC train stage)."""
-    run_stage(lambda cfg: fit(cfg, Paths.project(), "dvc"), main.__doc__)
+
+    def stage(cfg: DictConfig) -> None:
+        result = fit(cfg, Paths.project(), "dvc")
+        if "unlogged" in result:
+            raise unlogged_error(result["unlogged"], Paths.project())
+
+    run_stage(stage, main.__doc__)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ the project land in the project's own store.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import random
+import sqlite3
 import subprocess
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -29,11 +32,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.activations import describe, own_args
 from pipeline.errors import TrackingError
+from pipeline.io import atomic_dir
+from pipeline.paths import Paths
 
 # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
 # flushing) waited up to a second for it; with a buffering interval it waits on an event
 # that ending the run sets at once. Metrics still reach the store within a second.
 os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+# MLflow retries a request to a tracking server for about four minutes by default (252 s
+# measured against a server that was down). During a run a few retries ride out a restart;
+# a store that stays down ends the run's logging, and its files stay in its job directory.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# For the check before a run, and for giving up on a store that already failed: no retry,
+# and an answer within seconds.
+_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 T = TypeVar("T")
 
@@ -92,11 +105,59 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def _quick_answers() -> Iterator[None]:
+    """MLflow's HTTP requests inside the block: one attempt, five seconds."""
+    saved = {key: os.environ.get(key) for key in _QUICK}
+    os.environ.update(_QUICK)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _failure(uri: str, err: BaseException, when: str = "cannot use") -> TrackingError:
+    """What went wrong with the store, in one line naming it."""
+    reason = f"{type(err).__name__}: {err}".splitlines()[0]
+    text = str(err)
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        reason = "no such host (its name does not resolve)"
+    elif "Connection refused" in text or "Failed to establish a new connection" in text:
+        reason = "nothing answers there (connection refused)"
+    elif "timed out" in text.lower() or "Timeout" in text:
+        reason = "no answer within the time allowed (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    elif "404" in text or "ENDPOINT_NOT_FOUND" in text or "JSONDecodeError" in text:
+        reason = f"it does not answer as an MLflow tracking server ({reason[:160]})"
+    return TrackingError(f"MLflow: {when} the tracking store {uri}: {reason[:300]}")
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a store's failure raises: MLflow's exception (REST and SQL stores wrap theirs in
+    it), and the file system's."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
+
+
 def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at the store and return experiment `name`'s id, creating it once."""
+    """Point MLflow at the store and return experiment `name`'s id, creating it once.
+
+    This is the check before any work: a store that is unreachable, refuses, or is not an
+    MLflow server fails here in one line, within seconds.
+
+    Raises:
+        TrackingError: the store cannot be used (its URI and the cause).
+    """
+    return _experiment_id(tracking_uri(root), name)
+
+
+def _experiment_id(uri: str, name: str) -> str:
     import mlflow
 
-    uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
 
     def get_or_create() -> str:
@@ -108,7 +169,8 @@ def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
 
     try:
         if not uri.startswith("sqlite:///"):
-            return retrying(get_or_create)
+            with _quick_answers():
+                return retrying(get_or_create)
         # MLflow creates a new SQLite store's tables with migrations that two processes must
         # not run at once (they leave it broken): the first to come creates it, the others
         # wait.
@@ -117,12 +179,25 @@ def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
         with open(database.with_name(database.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
+                _write_ahead_log(database)
                 return retrying(get_or_create)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
     except Exception as err:  # whatever the store's driver raised: said in one line
-        reason = f"{type(err).__name__}: {err}".splitlines()[0]
-        raise TrackingError(f"MLflow: cannot use the tracking store {uri}: {reason}") from None
+        raise _failure(uri, err) from None
+
+
+def _write_ahead_log(database: Path) -> None:
+    """Put a SQLite store in write-ahead-log mode (once; the file keeps it): then readers
+    (`pipeline.compare`, `mlflow ui`) and the one writer of the moment never wait for each
+    other, where SQLite's default journal made a reader fail with "database is locked" while a
+    sweep's jobs wrote, and a writer while a reader read."""
+    connection = sqlite3.connect(database, timeout=30)
+    try:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
@@ -213,11 +288,30 @@ def _run_exists(run_id: str) -> bool:
     return True
 
 
+def _recording(call: Callable[..., T]) -> Callable[..., T]:
+    """A logging call whose store failure is a TrackingError (one line naming the store)."""
+
+    @functools.wraps(call)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return call(*args, **kwargs)
+        except TrackingError:
+            raise
+        except _store_errors() as err:
+            raise _failure(active_uri(), err, "lost") from None
+
+    return wrapper
+
+
 @contextmanager
 def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[Any]:
-    """`mlflow.start_run` in `experiment` that also records why a run failed, as the tag
-    `error`. A run stopped by an exception ends FAILED; one interrupted (SIGINT, SIGTERM)
-    ends KILLED.
+    """`mlflow.start_run` in `experiment`, after checking the store (`experiment_id`), that
+    also records why a run failed, as the tag `error`. A run stopped by an exception ends
+    FAILED; one interrupted (SIGINT, SIGTERM) ends KILLED.
+
+    Raises:
+        TrackingError: the store failed, at the start or the end (any failure inside the
+            block is re-raised as it was).
     """
     import mlflow
 
@@ -227,14 +321,24 @@ def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[A
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
         print(f"MLflow run {run_id} is not in {tracking_uri(root)}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
-    with retrying(mlflow.start_run, experiment_id=exp_id, **start_run_args) as run:
-        try:
-            yield run
-        except BaseException as err:
+    run = _recording(retrying)(mlflow.start_run, experiment_id=exp_id, **start_run_args)
+    try:
+        yield run
+    except TrackingError:
+        # The store failed: say nothing more to it than one quick attempt to close the run.
+        with _quick_answers(), contextlib.suppress(*_store_errors()):
+            mlflow.end_run("FAILED")
+        raise
+    except BaseException as err:
+        killed = isinstance(err, KeyboardInterrupt)  # Ctrl-C, or SIGTERM (see pipeline.cli)
+        with contextlib.suppress(*_store_errors()):
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-            if isinstance(err, KeyboardInterrupt):  # Ctrl-C, or SIGTERM (see pipeline.cli)
-                mlflow.end_run("KILLED")
-            raise
+            mlflow.end_run("KILLED" if killed else "FAILED")
+        if mlflow.active_run() is not None:  # the store failed as well: let the run go
+            with _quick_answers(), contextlib.suppress(*_store_errors()):
+                mlflow.end_run("FAILED")
+        raise
+    _recording(mlflow.end_run)()
 
 
 def log_to_run(
@@ -249,12 +353,11 @@ def log_to_run(
     Args:
         run: `run_id` and `run_name`, as the train stage leaves them in models/run.json.
     """
-    import mlflow
 
     with active_run(root, experiment, run_id=run["run_id"], run_name=run["run_name"]):
-        mlflow.log_metrics(metrics)
+        log_metrics(metrics)
         for path, directory in files:
-            mlflow.log_artifact(str(path), directory)
+            log_artifact(path, directory)
 
 
 def ui_link(root: Path, port: int = 5000, experiment: str = DEFAULT_EXPERIMENT) -> str:
@@ -285,15 +388,17 @@ def epoch_history(run_id: str) -> dict[str, list[float]]:
     return history
 
 
-# The active run's records (inside `active_run`).
+# The active run's records (inside `active_run`). A store that fails raises TrackingError.
 
 
+@_recording
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
     mlflow.log_params(params)
 
 
+@_recording
 def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
     """Log into the active run; with `wait=False` in the background, so that the store's
     latency never stalls training (ending the run waits for them)."""
@@ -302,27 +407,33 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool =
     mlflow.log_metrics(metrics, step=step, synchronous=wait)
 
 
+@_recording
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
     mlflow.set_tags(tags)
 
 
+@_recording
 def log_artifact(path: Path, directory: str | None = None) -> None:
     import mlflow
 
     mlflow.log_artifact(str(path), directory)
 
 
+@_recording
 def log_text(text: str, name: str) -> None:
     import mlflow
 
     mlflow.log_text(text, name)
 
 
-def log_keras_model(model: Any, example: np.ndarray, pip_requirements: list[str]) -> None:
-    """Log the model in MLflow's format, with its signature and an input example, so that
-    `mlflow models predict -m runs:/<run id>/model` can score it."""
+def save_keras_model(
+    model: Any, path: Path, example: np.ndarray, pip_requirements: list[str]
+) -> None:
+    """Save the model in MLflow's format into the directory `path` (replaced atomically),
+    with its signature and an input example, so that `mlflow models predict -m
+    runs:/<run id>/model` can score it once `log_outputs` has logged it."""
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
@@ -333,28 +444,27 @@ def log_keras_model(model: Any, example: np.ndarray, pip_requirements: list[str]
         Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
         Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model"
-        # mlflow.keras.log_model fails when given an input example (mlflow issue 16183):
-        # saving into an existing directory, then logging it, gives the same artifacts.
-        path.mkdir()
+    with atomic_dir(path) as tmp:
+        # mlflow.keras.log_model fails when given an input example (mlflow issue 16183), and
+        # so does save_model into a directory that does not exist yet: saving into an empty
+        # one, then logging it, gives the same artifacts.
         mlflow.keras.save_model(
             model,
-            str(path),
+            str(tmp),
             signature=signature,
             input_example=np.asarray(example),
             pip_requirements=pip_requirements,
         )
-        mlflow.log_artifacts(str(path), "model")
 
 
-def log_datasets(source: str, splits: list[tuple[str, str, str, tuple, tuple]]) -> None:
+@_recording
+def log_datasets(source: str, splits: list[list]) -> None:
     """Record the data the active run used as MLflow dataset inputs (the runs table's Dataset
     column): each split's name, a digest of its content, where it came from, its shape.
 
     Args:
         source: Where the data was downloaded from (a URL or a path).
-        splits: `(name, context, digest, features_shape, targets_shape)` each: context
+        splits: `[name, context, digest, features_shape, targets_shape]` each: context
             `training`, `validation` or `test`; the digest identifies the content (computed
             once by the caller); the shapes are of the float32 arrays, rows first.
     """
@@ -387,6 +497,114 @@ def active_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
+# A job's files, as the train and evaluate steps leave them in its directory, logged into its
+# run: at the end of every run, and later for a run whose store failed (`log_job`).
+
+
+def per_class_key(index: int) -> str:
+    """The metric name of class `index`'s test accuracy (by index: class names may hold
+    characters metric keys may not, `T-shirt/top`)."""
+    return f"test_accuracy_class_{index}"
+
+
+@_recording
+def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
+    """Log what training left in the job directory into the active run: the fit metrics,
+    learning curves and history, config, model summary, and the model (MLflow's format)."""
+    import mlflow
+
+    mlflow.log_metrics(record["metrics"])
+    mlflow.log_artifact(str(paths.learning_curves), "plots")
+    mlflow.log_artifact(str(paths.history))
+    mlflow.log_text(record["config"], "config.yaml")
+    mlflow.log_text(record["model_summary"], "model_summary.txt")
+    mlflow.log_artifacts(str(paths.mlflow_model), "model")
+
+
+def evaluation_files(paths: Paths) -> list[tuple[Path, str | None]]:
+    """The evaluate step's reports as (file, artifact directory)."""
+    return [(paths.metrics, None), (paths.per_class, None), (paths.confusion, None),
+            (paths.confusion_plot, "plots"), (paths.misclassified_plot, "plots")]  # fmt: skip
+
+
+def _evaluation_metrics(paths: Paths) -> dict[str, float]:
+    metrics = json.loads(paths.metrics.read_text())
+    with open(paths.per_class, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {**metrics, **{per_class_key(i): float(r["test_accuracy"]) for i, r in enumerate(rows)}}
+
+
+def log_job(out: Path) -> str:
+    """Log a finished job's directory into MLflow as a complete run: into the run it started,
+    when the store has it (the store failed during the run), else into a new run. Epochs the
+    run already has are not logged twice.
+
+    The store is the one the run used, unless `MLFLOW_TRACKING_URI` names another.
+
+    Returns:
+        The run's id.
+
+    Raises:
+        TrackingError: the store cannot be used, or the directory holds no finished run.
+    """
+    import mlflow
+
+    paths = Paths(root=out, out=out)
+    try:
+        record = json.loads(paths.run_info.read_text())
+        missing = [p for p in (paths.mlflow_model, paths.history, paths.metrics) if not p.exists()]
+    except (OSError, ValueError) as err:
+        raise TrackingError(f"{out} holds no finished run ({err})") from None
+    if missing:
+        names = ", ".join(str(p.relative_to(out)) for p in missing)
+        raise TrackingError(f"{out} holds no finished run (no {names})")
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or record["tracking_uri"]
+    exp_id = _experiment_id(uri, record["experiment"])
+    known = _run_exists(record["run_id"])
+    run_args = {"run_id": record["run_id"]} if known else {
+        "experiment_id": exp_id, "run_name": record["run_name"],
+        "tags": {**record["tags"], "logged_from": str(out)},
+    }  # fmt: skip
+    with _recording(retrying)(mlflow.start_run, **run_args) as run:
+        client = mlflow.MlflowClient()
+        if not known:
+            log_params(record["params"])
+            log_datasets(record["datasets"]["source"], record["datasets"]["splits"])
+        with open(paths.history, newline="") as f:
+            rows = list(csv.DictReader(f))
+        for key in [k for k in rows[0] if k != "epoch"] if rows else []:
+            logged = {m.step for m in client.get_metric_history(run.info.run_id, f"epoch/{key}")}
+            for row in rows:
+                if int(row["epoch"]) not in logged:
+                    log_metrics({f"epoch/{key}": float(row[key])}, step=int(row["epoch"]))
+        log_outputs(paths, record)
+        log_metrics(_evaluation_metrics(paths))
+        for path, directory in evaluation_files(paths):
+            log_artifact(path, directory)
+    print(f"MLflow run {record['run_name']} ({run.info.run_id}) logged from {out} in {uri}")
+    return run.info.run_id
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipeline.tracking log <job dir> ...`: log finished jobs into MLflow."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.tracking", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    log = commands.add_parser("log", help="log finished jobs whose store failed during the run")
+    log.add_argument("job_dirs", nargs="+", type=Path, help="a run's job directory")
+    args = parser.parse_args(argv)
+    failed = 0
+    for job_dir in args.job_dirs:
+        try:
+            log_job(job_dir.resolve())
+        except TrackingError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+    sys.exit(1 if failed else 0)
+
+
 # Runs by id: sweeps' parent runs, reports.
 
 
@@ -407,9 +625,9 @@ def child_runs(root: Path, parent_id: str) -> list[Any]:
     """The runs tagged as children of `parent_id` (a sweep's jobs), in any experiment: jobs
     on other datasets log to their dataset's."""
     client = _client(root)
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    experiments = [e.experiment_id for e in retrying(client.search_experiments)]
     children = f"tags.mlflow.parentRunId = '{parent_id}'"
-    return client.search_runs(experiments, filter_string=children, max_results=10000)
+    return retrying(client.search_runs, experiments, filter_string=children, max_results=10000)
 
 
 def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:
@@ -437,12 +655,13 @@ def search_runs(
     from mlflow.exceptions import MlflowException
 
     client = _client(root)
-    found = client.get_experiment_by_name(experiment)
+    found = retrying(client.get_experiment_by_name, experiment)
     if found is None:
         return None
     try:
         return list(
-            client.search_runs(
+            retrying(
+                client.search_runs,
                 [found.experiment_id],
                 filter_string=filter_string,
                 order_by=order_by,
@@ -455,5 +674,9 @@ def search_runs(
 
 def metric_history(root: Path, run_id: str, key: str) -> list[float]:
     """A metric's values in step order (a per-epoch curve)."""
-    history = _client(root).get_metric_history(run_id, key)
+    history = retrying(_client(root).get_metric_history, run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+if __name__ == "__main__":
+    main()

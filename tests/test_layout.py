@@ -35,7 +35,12 @@ def test_stage_outputs_are_the_paths_the_code_writes() -> None:
     assert outs("download") == _rel(PATHS.raw)
     assert outs("preprocess") == _rel(PATHS.prepared, PATHS.samples_plot)
     assert outs("train") == _rel(
-        PATHS.model, PATHS.run_info, PATHS.predictions, PATHS.learning_curves, PATHS.history
+        PATHS.model,
+        PATHS.run_info,
+        PATHS.predictions,
+        PATHS.mlflow_model,
+        PATHS.learning_curves,
+        PATHS.history,
     )
     assert outs("evaluate") == _rel(
         PATHS.metrics,

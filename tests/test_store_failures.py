@@ -1,0 +1,184 @@
+"""A tracking store that is down, silent, not MLflow, or dies mid-run: checked before any work
+in one line within seconds; a run it loses stays whole in its job directory, and
+`python -m pipeline.tracking log <job dir>` records it later."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE, ROOT, free_port, mlflow_server, python
+
+SMALL = [*OFFLINE, "data.train_samples=1000", "data.test_samples=500", "model.hidden_units=[16]",
+         "epochs=1"]  # fmt: skip
+
+
+def _refused(root: Path, uri: str, *args: str) -> tuple[str, float]:
+    """Run `python -m pipeline.train` against `uri`; its last stderr line and its seconds."""
+    start = time.monotonic()
+    result = python(root, "-m", "pipeline.train", *SMALL, *args,
+                    env={"MLFLOW_TRACKING_URI": uri}, check=False)  # fmt: skip
+    seconds = time.monotonic() - start
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1], seconds
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+@contextlib.contextmanager
+def web_server() -> Iterator[str]:
+    """A web server, but not MLflow's: every path is a 404 page."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/nothing-here"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture()
+def project(make_project) -> Path:
+    paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
+    return paths.root
+
+
+def _no_job_ran(root: Path) -> None:
+    """Nothing was trained: no job directory holds a model."""
+    assert not list((root / "outputs").rglob("model.keras"))
+
+
+def test_a_port_with_nothing_listening_fails_in_seconds(project: Path) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"
+    last, seconds = _refused(project, uri)
+    assert last.startswith(f"error: MLflow: cannot use the tracking store {uri}: ")
+    assert "connection refused" in last
+    assert seconds < 30  # MLflow's own retries took 252 s
+    _no_job_ran(project)
+
+
+def test_a_server_that_never_answers_fails_in_seconds(project: Path) -> None:
+    with silent_server() as uri:
+        last, seconds = _refused(project, uri)
+    assert last.startswith(f"error: MLflow: cannot use the tracking store {uri}: ")
+    assert "no answer" in last
+    assert seconds < 30
+    _no_job_ran(project)
+
+
+def test_a_server_that_is_not_mlflow_is_named_so(project: Path) -> None:
+    with web_server() as uri:
+        last, _ = _refused(project, uri)
+    assert last.startswith(f"error: MLflow: cannot use the tracking store {uri}: ")
+    assert "does not answer as an MLflow tracking server" in last
+    _no_job_ran(project)
+
+
+def test_a_job_directory_without_a_finished_run_is_refused(tmp_path: Path) -> None:
+    result = python(tmp_path, "-m", "pipeline.tracking", "log", str(tmp_path), check=False)
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {tmp_path} holds no finished run")
+    )
+
+
+@pytest.mark.slow
+def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
+    make_project, tmp_path: Path
+) -> None:
+    import mlflow
+
+    paths, _ = make_project("data.train_samples=6000", "data.test_samples=1000")
+    database = f"sqlite:///{tmp_path / 'server.db'}"
+    server_args = ["--artifacts-destination", str(tmp_path / "artifacts")]
+    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    args = [*OFFLINE, "data.train_samples=6000", "data.test_samples=1000", "epochs=4",
+            "model.hidden_units=[256]", "hydra.run.dir=outputs/killed"]  # fmt: skip
+    with mlflow_server(database, *server_args, env=no_jobs) as url:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", *args], cwd=paths.root,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": url},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        # Stop the server once training has begun (Keras prints each epoch's line).
+        for line in job.stdout:
+            if line.startswith("Epoch 2/"):
+                break
+        client = mlflow.MlflowClient(tracking_uri=url)
+        (run,) = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    # The server is gone (the block stopped it); the training goes on and ends in one line.
+    out, err = job.communicate(timeout=600)
+    assert job.returncode == 1, err[-3000:]
+    assert "Traceback" not in err
+    job_dir = paths.root / "outputs" / "killed"
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: MLflow: lost the tracking store {url}: "), last
+    assert f"`python -m pipeline.tracking log {job_dir}`" in last
+    # Its files are whole: model, predictions, history, reports.
+    metrics = json.loads((job_dir / "reports" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.8
+    history = (job_dir / "reports" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 4
+
+    # Later, the store back (the same database, served anew): the run is completed.
+    with mlflow_server(database, *server_args, env=no_jobs) as url:
+        result = python(paths.root, "-m", "pipeline.tracking", "log", str(job_dir),
+                        env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
+        assert run.info.run_id in result.stdout
+        client = mlflow.MlflowClient(tracking_uri=url)
+        logged = client.get_run(run.info.run_id)
+        assert logged.info.status == "FINISHED"
+        for key, value in metrics.items():
+            assert logged.data.metrics[key] == pytest.approx(value, abs=1e-9)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/test_accuracy")]
+        assert sorted(set(steps)) == [1, 2, 3, 4]
+        assert len(steps) == 4  # the epochs logged live are not logged twice
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "plots", "history.csv", "metrics.json", "config.yaml"} <= artifacts
+        local = client.download_artifacts(run.info.run_id, "model", str(tmp_path))
+        model = mlflow.pyfunc.load_model(local)
+        assert model.metadata.get_input_schema() is not None
+        # Logging it again adds nothing: the store already has every epoch.
+        python(paths.root, "-m", "pipeline.tracking", "log", str(job_dir),
+               env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
+        again = client.get_metric_history(run.info.run_id, "epoch/test_accuracy")
+        assert len(again) == 4
