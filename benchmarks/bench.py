@@ -240,6 +240,30 @@ def sweep_fits(uri: str, sweep_dir: Path) -> list[float]:
     return [c.data.metrics["fit_seconds"] for c in children]
 
 
+def sweep_peaks(uri: str, sweep_dir: Path) -> list[float]:
+    """Each job's `process_peak_rss_mb` (the sweep process's peak memory when the job's
+    training ended), in job order, for the sweep whose parent id is in `sweep_dir`."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    parent = json.loads((sweep_dir / "mlflow_parent.json").read_text())["run_id"]
+    experiment = client.get_run(parent).info.experiment_id
+    children = client.search_runs(
+        [experiment], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=1000
+    )
+    jobs = sorted(children, key=lambda c: int(c.data.tags["sweep_job"]))
+    return [c.data.metrics["process_peak_rss_mb"] for c in jobs]
+
+
+# A long sweep's memory: its jobs beyond the first few must not grow the process.
+LONG_SWEEP, SETTLED = 40, 5
+
+
+def growth_per_job(peaks: list[float]) -> float:
+    """MB the process's peak grew per job, from job SETTLED to the last."""
+    return (peaks[-1] - peaks[SETTLED - 1]) / (len(peaks) - SETTLED)
+
+
 def machine() -> dict[str, str]:
     import hydra
     import keras
@@ -304,6 +328,9 @@ def report(m: dict) -> str:
         (f"sweep of {sweep['jobs']} jobs in one `-m`: seconds per job beyond its `fit`",
          f"{per_job - fit_per_job:.1f} s", f"< {alone:.1f} s (a run in a process of its own)",
          per_job - fit_per_job < alone),
+        (f"sweep of {len(m['long_sweep'])} small jobs in one process: peak memory growth per "
+         f"job after the first {SETTLED}", f"{growth_per_job(m['long_sweep']):.1f} MB", "<= 5 MB",
+         growth_per_job(m["long_sweep"]) <= 5),
     ]  # fmt: skip
     round_rows = []
     for i in range(m["repeats"]):
@@ -371,7 +398,12 @@ def report(m: dict) -> str:
             "changed: median "
             f"{m['noop']:.2f} s. Preprocess alone: median {m['preprocess']:.2f} s. "
             f"The sweep of {sweep['jobs']} jobs took {sweep['seconds']:.1f} s in all, of which "
-            f"its jobs' `fit` took {sum(sweep['fits']):.1f} s.",
+            f"its jobs' `fit` took {sum(sweep['fits']):.1f} s. "
+            f"The sweep of {len(m['long_sweep'])} small jobs (2,000 images, 1 epoch, 64 hidden "
+            f"units each) in one process: its peak memory was "
+            f"{m['long_sweep'][0]:.0f} MB after job 1, {m['long_sweep'][SETTLED - 1]:.0f} MB "
+            f"after job {SETTLED} and {m['long_sweep'][-1]:.0f} MB after job "
+            f"{len(m['long_sweep'])} (each job starts from a cleared Keras session).",
             "",
             "## What the removed start-up tricks cost",
             "",
@@ -485,6 +517,18 @@ def main() -> None:
             repo, env,
         )  # fmt: skip
         sweep = {"jobs": jobs, "seconds": p.seconds, "fits": sweep_fits(uri, sweep_dir)}
+
+        long_jobs = SETTLED + 2 if args.tiny else LONG_SWEEP
+        print(f"a sweep of {long_jobs} small jobs in one process ...", flush=True)
+        long_dir = work / "long-sweep"
+        small = ["data.train_samples=2000", "data.test_samples=500", "epochs=1",
+                 "model.hidden_units=[64]"]  # fmt: skip
+        run(
+            [*python, "-m", "pipeline.train", "-m", f"seed=range({long_jobs})",
+             f"hydra.sweep.dir={long_dir}", *small],
+            repo, env,
+        )  # fmt: skip
+        long_sweep = sweep_peaks(uri, long_dir)
     finally:
         if stop_serving:
             stop_serving()
@@ -519,6 +563,7 @@ def main() -> None:
         "noop": statistics.median(noops),
         "preprocess": statistics.median(preprocesses),
         "sweep": sweep,
+        "long_sweep": long_sweep,
         "tricks": {k: statistics.median(t[k] for t in tricks) for k in tricks[0]},
         "source": source,
         "verdicts": not args.tiny,

@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import math
+import resource
 import shutil
 import sys
 import time
@@ -193,6 +194,9 @@ def fit(
         x_train, y_train, x_test, y_test = as_tensors(reading.result())
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
 
+    # Whatever an earlier model left in Keras' global state (a sweep's jobs share a process)
+    # is let go, then garbage-collected: a sweep's memory stays flat however many jobs it runs.
+    keras.backend.clear_session(free_memory=True)
     keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
     # batch_size is per replica, so that each device's share of a step stays the size
     # configured: a step takes batch_size x replicas images, split between the replicas, and
@@ -322,6 +326,9 @@ def fit(
                 "metrics": {
                     "fit_seconds": seconds,
                     "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
+                    # The process's peak memory so far (a sweep's jobs share one process).
+                    "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                    / 1024,
                 },
                 "config": OmegaConf.to_yaml(cfg),
                 "model_summary": "\n".join(lines) + "\n",

@@ -53,3 +53,6 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     assert "GFLOP/s at the seed's shapes" in table and "cores" in table
     assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
     assert any(name.startswith("sweep of 2 jobs") for name in rows)
+    # The long sweep's memory, from each job's logged peak (7 jobs in the tiny mode).
+    (growth,) = [cells for name, cells in rows.items() if name.startswith("sweep of 7 small")]
+    assert growth[0].endswith(" MB") and float(growth[0].removesuffix(" MB")) < 100
