@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,79 @@ def test_four_trainings_started_together_keep_their_own_results(
         assert (Path(job_dir) / CLAIM).is_file()
         run_json = json.loads((Path(job_dir) / "models" / "run.json").read_text())
         assert run_json["run_id"] in {r.info.run_id for r in runs}
+
+
+def _search(url: str) -> int:
+    """What `mlflow ui` shows: every run of every experiment, through its REST API."""
+    import urllib.request
+
+    def post(path: str, body: dict) -> dict:
+        request = urllib.request.Request(
+            f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    experiments = post("experiments/search", {"max_results": 100}).get("experiments", [])
+    ids = [e["experiment_id"] for e in experiments]
+    return len(post("runs/search", {"experiment_ids": ids, "max_results": 1000}).get("runs", []))
+
+
+@pytest.mark.slow
+def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
+    make_project, tmp_path: Path
+) -> None:
+    """No "database is locked" reaches anyone, and no run is lost."""
+    import mlflow
+    from conftest import mlflow_server
+
+    paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.train", "-m", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "seed=range(8)", *SMALL, "epochs=1"],
+        cwd=paths.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    reports, seen = [], []
+    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server_log = tmp_path / "server.log"
+    failures: list[str] = []
+
+    def browse(url: str) -> None:
+        """The UI's reader, as often as it can: every run, again and again."""
+        while sweep.poll() is None:
+            try:
+                seen.append(_search(url))
+            except Exception as err:  # what a user would see as an error page
+                failures.append(f"{type(err).__name__}: {err}")
+
+    with mlflow_server(uri, "--artifacts-destination", str(tmp_path / "artifacts"),
+                       log=server_log, env=no_jobs) as url:  # fmt: skip
+        browser = threading.Thread(target=browse, args=(url,))
+        browser.start()
+        while sweep.poll() is None:
+            report = subprocess.run(
+                [sys.executable, "-m", "pipeline.compare", "--out", str(tmp_path / "report")],
+                cwd=paths.root, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            reports.append(report)
+        browser.join()
+    out = sweep.communicate()[0]
+    assert not failures, failures[:3]
+    assert len(seen) >= 20
+    assert sweep.returncode == 0, out[-3000:]
+    assert len(reports) >= 3  # the readers really ran while the sweep wrote
+    for report in reports:
+        text = report.stdout + report.stderr
+        assert "locked" not in text.lower(), text[-2000:]
+        # Before the first run is written there is nothing to compare: one line, no trace.
+        assert report.returncode == 0 or "no " in report.stderr, text[-2000:]
+    assert "locked" not in out.lower() and "locked" not in server_log.read_text().lower()
+    assert seen == sorted(seen)  # the UI's count of runs only grows
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    children = [r for r in runs if "sweep_job" in r.data.tags]
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in children)
+    assert all("test_accuracy" in r.data.metrics for r in children)
