@@ -44,6 +44,8 @@ from pipeline.paths import Paths
 
 # Where unfinished trainings keep their progress (weights, optimizer state, epoch, run id).
 RESUME_DIR = ".resume"
+# Trainings started in this process so far (see `fit`).
+_trainings = 0
 
 
 def history_name(keras_name: str) -> str:
@@ -194,9 +196,13 @@ def fit(
         x_train, y_train, x_test, y_test = as_tensors(reading.result())
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
 
-    # Whatever an earlier model left in Keras' global state (a sweep's jobs share a process)
-    # is let go, then garbage-collected: a sweep's memory stays flat however many jobs it runs.
-    keras.backend.clear_session(free_memory=True)
+    # Whatever an earlier model of this process left in Keras' global state (a sweep's jobs
+    # share a process) is let go, then garbage-collected, so that a sweep's memory stays flat
+    # however many jobs it runs; the first training has nothing to free (a collection costs
+    # about 0.2 s with TensorFlow loaded).
+    global _trainings
+    keras.backend.clear_session(free_memory=_trainings > 0)
+    _trainings += 1
     keras.utils.set_random_seed(cfg.seed)  # Python, numpy and TensorFlow in one call
     # batch_size is per replica, so that each device's share of a step stays the size
     # configured: a step takes batch_size x replicas images, split between the replicas, and
@@ -305,10 +311,6 @@ def fit(
             )  # fmt: skip
             _write_history(history, paths.history)
             plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
-            requirements = [f"tensorflow=={tf.__version__}", f"keras=={keras.__version__}"]
-            tracking.save_keras_model(
-                model, paths.mlflow_model, np.asarray(x_test[:5]), requirements
-            )
             lines: list[str] = []
             model.summary(print_fn=lambda line, **_: lines.append(line))
             record = {
@@ -329,6 +331,21 @@ def fit(
                     # The process's peak memory so far (a sweep's jobs share one process).
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     / 1024,
+                },
+                # What the logged model needs (tracking.log_outputs): its input and output,
+                # an input example (uint8 pixels), its requirements, what predict shows.
+                "model": {
+                    "pixels": int(np.prod(image)),
+                    "classes": int(y_train.shape[1]),
+                    "example": np.asarray(test_split[0][:5]).tolist(),
+                    "requirements": [
+                        f"tensorflow=={tf.__version__}",
+                        f"keras=={keras.__version__}",
+                        f"numpy=={np.__version__}",
+                    ],
+                    "dataset": cfg.data.name,
+                    "class_names": list(cfg.data.classes),
+                    "image_shape": list(image),
                 },
                 "config": OmegaConf.to_yaml(cfg),
                 "model_summary": "\n".join(lines) + "\n",

@@ -52,11 +52,6 @@ class Paths:
         return self.out / "models" / "run.json"
 
     @property
-    def mlflow_model(self) -> Path:
-        """The model in MLflow's format (a directory), as the run logs it."""
-        return self.out / "models" / "mlflow_model"
-
-    @property
     def predictions(self) -> Path:
         """The final model's class probabilities, which evaluate reports on."""
         return self.out / "models" / "predictions.npz"

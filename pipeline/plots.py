@@ -146,3 +146,10 @@ def misclassified_gallery(
     captions = [f"{t}→{p} ({c:.0%})" for t, p, c in zip(truth, predicted, confidence, strict=True)]
     title = "Most confidently misclassified test images: true → predicted (confidence)"
     _image_grid(images, captions, path, title, cols, 9 if max(map(len, captions)) < 12 else 6)
+
+
+def prediction_strip(images: np.ndarray, captions: list[str], path: Path) -> None:
+    """Images as a model saw them (N, height, width), each titled with its prediction."""
+    cols = min(len(images), 10)
+    _image_grid(images, captions, path, "As the model saw them: prediction (probability)", cols,
+                9)  # fmt: skip

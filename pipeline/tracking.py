@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.activations import describe, own_args
 from pipeline.errors import TrackingError
-from pipeline.io import atomic_dir
 from pipeline.paths import Paths
 
 # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
@@ -428,35 +429,6 @@ def log_text(text: str, name: str) -> None:
     mlflow.log_text(text, name)
 
 
-def save_keras_model(
-    model: Any, path: Path, example: np.ndarray, pip_requirements: list[str]
-) -> None:
-    """Save the model in MLflow's format into the directory `path` (replaced atomically),
-    with its signature and an input example, so that `mlflow models predict -m
-    runs:/<run id>/model` can score it once `log_outputs` has logged it."""
-    import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
-
-    # What MLflow's infer_signature gives for the model's input and output arrays, without
-    # compiling a prediction function to find out.
-    signature = ModelSignature(
-        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.input_shape[1:]))]),
-        Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
-    )
-    with atomic_dir(path) as tmp:
-        # mlflow.keras.log_model fails when given an input example (mlflow issue 16183), and
-        # so does save_model into a directory that does not exist yet: saving into an empty
-        # one, then logging it, gives the same artifacts.
-        mlflow.keras.save_model(
-            model,
-            str(tmp),
-            signature=signature,
-            input_example=np.asarray(example),
-            pip_requirements=pip_requirements,
-        )
-
-
 @_recording
 def log_datasets(source: str, splits: list[list]) -> None:
     """Record the data the active run used as MLflow dataset inputs (the runs table's Dataset
@@ -518,7 +490,48 @@ def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     mlflow.log_artifact(str(paths.history))
     mlflow.log_text(record["config"], "config.yaml")
     mlflow.log_text(record["model_summary"], "model_summary.txt")
-    mlflow.log_artifacts(str(paths.mlflow_model), "model")
+    _log_model(paths.model, record["model"])
+
+
+# The project's package, shipped with each logged model (MLflow's `code_paths`): the model's
+# custom layers and its loader (pipeline.models.serving) come from it wherever it is loaded.
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _log_model(model_file: Path, about: dict[str, Any]) -> None:
+    """Log the saved model as the run's MLflow model `model` (MLflow 3: a logged model, in the
+    Models tab and the runs table's Models column), in MLflow's `python_function` flavor with
+    its own loader and code, a signature and an input example: it loads with
+    `mlflow.pyfunc.load_model`, `mlflow models predict` and `mlflow models serve` anywhere.
+
+    Args:
+        about: `pixels` and `classes` (the signature), `example` (a few prepared images as
+            uint8 pixels), `requirements` (pip), and `dataset`, `class_names`, `image_shape`
+            (kept as the model's metadata, for `pipeline.predict`).
+    """
+    import mlflow
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    signature = ModelSignature(
+        Schema([TensorSpec(np.dtype(np.float32), (-1, about["pixels"]))]),
+        Schema([TensorSpec(np.dtype(np.float32), (-1, about["classes"]))]),
+    )
+    example = np.asarray(about["example"], np.float32) / np.float32(255)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        shutil.copy(model_file, data / "model.keras")  # pipeline.models.serving.MODEL_FILE
+        mlflow.pyfunc.log_model(
+            name="model",
+            loader_module="pipeline.models.serving",
+            data_path=str(data),
+            code_paths=[str(PACKAGE)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=about["requirements"],
+            metadata={k: about[k] for k in ("dataset", "class_names", "image_shape")},
+        )
 
 
 def evaluation_files(paths: Paths) -> list[tuple[Path, str | None]]:
@@ -552,7 +565,7 @@ def log_job(out: Path) -> str:
     paths = Paths(root=out, out=out)
     try:
         record = json.loads(paths.run_info.read_text())
-        missing = [p for p in (paths.mlflow_model, paths.history, paths.metrics) if not p.exists()]
+        missing = [p for p in (paths.model, paths.history, paths.metrics) if not p.exists()]
     except (OSError, ValueError) as err:
         raise TrackingError(f"{out} holds no finished run ({err})") from None
     if missing:
@@ -583,6 +596,82 @@ def log_job(out: Path) -> str:
             log_artifact(path, directory)
     print(f"MLflow run {record['run_name']} ({run.info.run_id}) logged from {out} in {uri}")
     return run.info.run_id
+
+
+# The model registry: registering a run's logged model, finding and loading models.
+
+CHAMPION = "champion"
+
+
+def _registry_failure(err: BaseException) -> TrackingError:
+    return TrackingError(f"MLflow: {str(err).splitlines()[0]}")
+
+
+def run_model(root: Path, run_id: str) -> tuple[Any, str]:
+    """A run and the id of the model it logged.
+
+    Raises:
+        TrackingError: no such run in the store, or the run logged no model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(root)
+    try:
+        run = retrying(client.get_run, run_id)
+    except MlflowException:
+        raise TrackingError(f"no run {run_id} in {tracking_uri(root)}") from None
+    models = retrying(
+        client.search_logged_models,
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}'",
+    )
+    models = [m for m in models if m.name == "model"]
+    if not models:
+        raise TrackingError(f"run {run_id} ({run.info.run_name}) logged no model to register")
+    return run, models[-1].model_id
+
+
+def register(root: Path, run_id: str, name: str, alias: str = CHAMPION) -> int:
+    """Register the model run `run_id` logged as a new version of `name`, and point `alias`
+    at it. Returns the version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    experiment_id(root, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
+    _, model_id = run_model(root, run_id)
+    client = _client(root)
+    try:
+        version = mlflow.register_model(f"models:/{model_id}", name)
+        retrying(client.set_registered_model_alias, name, alias, version.version)
+    except MlflowException as err:
+        raise _registry_failure(err) from None
+    return int(version.version)
+
+
+def alias_uri(root: Path, name: str, alias: str = CHAMPION) -> str | None:
+    """`models:/<name>@<alias>` if the registry has that alias, else None."""
+    from mlflow.exceptions import MlflowException
+
+    experiment_id(root, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
+    try:
+        _client(root).get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return f"models:/{name}@{alias}"
+
+
+def load_model(root: Path, uri: str) -> tuple[Any, dict[str, Any]]:
+    """An MLflow model (`models:/...`, `runs:/...`) as `python_function`: its `predict`, and
+    the metadata it was logged with."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri(root))
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as err:
+        raise TrackingError(f"cannot load {uri}: {str(err).splitlines()[0]}") from None
+    return model.predict, dict(model.metadata.metadata or {})
 
 
 def main(argv: list[str] | None = None) -> None:

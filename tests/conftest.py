@@ -198,3 +198,17 @@ def mlflow_server(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def download_model(uri: str, run_id: str, dst: Path) -> Path:
+    """The model run `run_id` logged (an MLflow 3 logged model), from the store at `uri`, into
+    `dst`. MLflow resolves `runs:/<id>/model` through the process's tracking URI, so that is
+    pointed at `uri` meanwhile."""
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(dst)))
+    finally:
+        mlflow.set_tracking_uri(before)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, ROOT, download_model
 
 from pipeline.errors import PipelineError
 from pipeline.train import CLAIM, claim
@@ -106,7 +106,7 @@ def test_four_trainings_started_together_keep_their_own_results(
         assert run.data.metrics["test_accuracy"] == pytest.approx(last.value, abs=1e-6)
         # The model it logged has its own activation.
         (tmp_path / activation).mkdir()
-        model_dir = client.download_artifacts(run.info.run_id, "model", str(tmp_path / activation))
+        model_dir = download_model(uri, run.info.run_id, tmp_path / activation)
         (keras_file,) = Path(model_dir).rglob("*.keras")
         assert _activations_in(keras_file) == {activation}, activation
         job_dirs.add(run.data.tags["job_dir"])

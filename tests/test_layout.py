@@ -38,7 +38,6 @@ def test_stage_outputs_are_the_paths_the_code_writes() -> None:
         PATHS.model,
         PATHS.run_info,
         PATHS.predictions,
-        PATHS.mlflow_model,
         PATHS.learning_curves,
         PATHS.history,
     )

@@ -144,7 +144,13 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "confusion.csv", "plots",
-            "model", "config.yaml", "model_summary.txt"} <= artifacts  # fmt: skip
+            "config.yaml", "model_summary.txt"} <= artifacts  # fmt: skip
+    # The model is an MLflow 3 logged model of the run (its artifacts are the model's own).
+    models = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    assert [m.name for m in models] == ["model"]
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {f"plots/{n}.png" for n in ("learning_curves", "confusion_matrix",
                                                 "misclassified")}  # fmt: skip

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT, free_port, mlflow_server, python
+from conftest import OFFLINE, ROOT, download_model, free_port, mlflow_server, python
 
 SMALL = [*OFFLINE, "data.train_samples=1000", "data.test_samples=500", "model.hidden_units=[16]",
          "epochs=1"]  # fmt: skip
@@ -173,9 +173,14 @@ def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
         assert sorted(set(steps)) == [1, 2, 3, 4]
         assert len(steps) == 4  # the epochs logged live are not logged twice
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model", "plots", "history.csv", "metrics.json", "config.yaml"} <= artifacts
-        local = client.download_artifacts(run.info.run_id, "model", str(tmp_path))
-        model = mlflow.pyfunc.load_model(local)
+        assert {"plots", "history.csv", "metrics.json", "config.yaml"} <= artifacts
+        models = client.search_logged_models(
+            experiment_ids=[logged.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+        )
+        assert [(m.name, m.status) for m in models] == [("model", "READY")], models
+        local = download_model(url, run.info.run_id, tmp_path)
+        model = mlflow.pyfunc.load_model(str(local))
         assert model.metadata.get_input_schema() is not None
         # Logging it again adds nothing: the store already has every epoch.
         python(paths.root, "-m", "pipeline.tracking", "log", str(job_dir),
