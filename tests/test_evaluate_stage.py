@@ -68,22 +68,25 @@ def test_a_store_that_cannot_record_fails_the_evaluate_stage_in_one_line(trained
 
 
 def test_evaluate_refuses_predictions_of_another_model_run_or_data(trained_stage) -> None:
-    """Whatever the predictions file says made it is checked first; one line, nothing written."""
+    """Whatever the predictions file says made it is checked first; nothing is written."""
     import numpy as np
 
-    root, uri = trained_stage
-    models, env = root / "models", {"MLFLOW_TRACKING_URI": uri}
+    from pipeline.config import load_params
+    from pipeline.errors import PipelineError
+    from pipeline.evaluate import evaluate
+    from pipeline.paths import Paths
+
+    root, _ = trained_stage
+    models, paths = root / "models", Paths.project(root)
+    evaluate(load_params(str(root / "params.yaml")), paths)  # what it wrote when accepted
     metrics = (root / "reports" / "metrics.json").read_bytes()
 
-    def refused(match: str) -> None:
-        result = python(root, "-m", "pipeline.evaluate", env=env, check=False)
-        assert result.returncode == 1 and "Traceback" not in result.stderr
-        last = result.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: ") and match in last, result.stderr[-2000:]
+    def refused(match: str, cfg=None) -> None:
+        with pytest.raises(PipelineError, match=match):
+            evaluate(cfg or load_params(str(root / "params.yaml")), paths)
         assert (root / "reports" / "metrics.json").read_bytes() == metrics
 
     saved = {name: (models / name).read_bytes() for name in ("model.keras", "predictions.npz")}
-    params = (root / "params.yaml").read_text()
     try:
         (models / "model.keras").write_bytes(saved["model.keras"] + b"\0")  # another model
         refused("is not the model MLflow run")
@@ -94,13 +97,14 @@ def test_evaluate_refuses_predictions_of_another_model_run_or_data(trained_stage
         refused(f"was made by MLflow run {'0' * 32}")
         (models / "predictions.npz").write_bytes(saved["predictions.npz"])
         # Fitted on all 3,000 training images; with a validation split, on fewer.
-        (root / "params.yaml").write_text(params.replace("val_split: 0.0", "val_split: 0.2"))
-        refused("holds predictions on other train data")
+        params = root / "other.yaml"
+        params.write_text((root / "params.yaml").read_text().replace("val_split: 0.0",
+                                                                     "val_split: 0.2"))  # fmt: skip
+        refused("holds predictions on other train data", load_params(str(params)))
     finally:
         for name, data in saved.items():
             (models / name).write_bytes(data)
-        (root / "params.yaml").write_text(params)
-    python(root, "-m", "pipeline.evaluate", env=env)  # all restored: accepted again
+    evaluate(load_params(str(root / "params.yaml")), paths)  # all restored: accepted again
 
 
 def test_a_failed_evaluation_logs_nothing(trained_stage) -> None:
