@@ -145,6 +145,13 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    # The store exists before its readers start, as when `mlflow ui` is opened on a project's
+    # store (a server and a sweep both creating a new SQLite file would race in MLflow's
+    # migrations, which the pipeline's processes serialize among themselves).
+    create = (
+        "from pathlib import Path; from pipeline import tracking; tracking.experiment_id(Path('.'))"
+    )
+    subprocess.run([sys.executable, "-c", create], cwd=paths.root, env=env, check=True)
     sweep = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "-m", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=2", "seed=range(8)", *SMALL, "epochs=1"],

@@ -28,6 +28,7 @@ PULLED = (
     "reports/plots/samples.png",
     "models/model.keras",
     "models/run.json",
+    "models/predictions.npz",
     "reports/plots/learning_curves.png",
     "reports/plots/confusion_matrix.png",
     "reports/plots/misclassified.png",

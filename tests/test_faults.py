@@ -37,11 +37,21 @@ def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Pope
 
 
 def cli_runs(uri: str) -> list:
+    """The runs in the SQLite store at `uri`, read as the pipeline's processes open it: after
+    whichever of them creates the store is done (two processes running MLflow's migrations on
+    one new file at once break it)."""
+    import fcntl
+
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("mnist")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    database = Path(uri.removeprefix("sqlite:///"))
+    if not database.exists():
+        return []
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        experiment = client.get_experiment_by_name("mnist")
+        return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
 @pytest.mark.slow
