@@ -193,10 +193,12 @@ def _write_ahead_log(database: Path) -> None:
     (`pipeline.compare`, `mlflow ui`) and the one writer of the moment never wait for each
     other, where SQLite's default journal made a reader fail with "database is locked" while a
     sweep's jobs wrote, and a writer while a reader read."""
-    connection = sqlite3.connect(database, timeout=30)
+    connection = sqlite3.connect(database, timeout=5)
     try:
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # busy elsewhere (a switch needs the file to itself): the next run switches it
     finally:
         connection.close()
 

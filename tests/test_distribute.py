@@ -73,7 +73,9 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(make_project, tmp_pa
     # The per-epoch test scores, the model in MLflow's format: the run is complete.
     history = client.get_metric_history(run_id, "epoch/test_accuracy")
     assert [m.step for m in history] == [1, 2, 3]
-    assert "model" in {a.path for a in client.list_artifacts(run_id)}
+    experiment = client.get_run(run_id).info.experiment_id
+    models = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    assert [m.name for m in models] == ["model"]
 
     def one_device(name: str, *overrides: str) -> dict:
         out = Paths(root=paths.root, out=tmp_path / name)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, mlflow_server, python
+from conftest import OFFLINE, download_model, mlflow_server, python
 
 # Starts PostgreSQL-backed `mlflow server` processes.
 pytestmark = pytest.mark.slow
@@ -143,13 +143,18 @@ def test_model_and_files_are_stored_and_served_by_the_server(
     for run in runs["by_activation"].values():
         run_id = run.info.run_id
         listed = {a.path for a in client.list_artifacts(run_id)}
-        assert {"model", "metrics.json", "history.csv", "config.yaml", "plots"} <= listed
-        model = Path(client.download_artifacts(run_id, "model", str(tmp_path / run_id)))
-        assert "keras:" in (model / "MLmodel").read_text()
+        assert {"metrics.json", "history.csv", "config.yaml", "plots"} <= listed
+        # The model: an MLflow 3 logged model of the run, its files served by the server too.
+        (logged,) = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        model = download_model(server["url"], run_id, tmp_path / run_id)
+        assert "loader_module: pipeline.models.serving" in (model / "MLmodel").read_text()
         (saved,) = model.rglob("*.keras")
         assert zipfile.is_zipfile(saved) and saved.stat().st_size > 10_000
         # The server keeps them under its artifact root.
-        assert len(list(server["artifacts"].rglob(f"{run_id}/artifacts/model/MLmodel"))) == 1
+        stored = server["artifacts"].rglob(f"{logged.model_id}/artifacts/MLmodel")
+        assert len(list(stored)) == 1
 
 
 def test_runs_are_rows_in_postgresql(runs: dict, server: dict) -> None:
