@@ -204,7 +204,9 @@ def test_logged_models_are_mlflow_3_models_linked_to_their_runs(logged) -> None:
             experiment_ids=[run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
         )
         assert [m.name for m in models] == ["model"], name
-        # Its metrics are the run's, linked to the model (the Models tab shows them).
+        # The run's evaluation is linked to the model (the Models tab shows it).
+        linked = {m.key: m.value for m in models[0].metrics or []}
+        assert linked["test_accuracy"] == run.data.metrics["test_accuracy"], name
         info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
         assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 784]
         assert info.run_id == run_id
