@@ -20,7 +20,13 @@ from pipeline import plots, predictions, tracking
 from pipeline.cli import run_stage
 from pipeline.config import validate
 from pipeline.data.idx import file_sha256
-from pipeline.data.prepared import image_shape, load_prepared, read_meta, split_digest
+from pipeline.data.prepared import (
+    image_shape,
+    load_prepared,
+    read_meta,
+    split_digest,
+    split_validation,
+)
 from pipeline.errors import DataError, ModelError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
@@ -51,11 +57,15 @@ def _checked(paths: Paths, val_split: float) -> tuple[dict, dict, dict, np.ndarr
             f"{paths.model} is not the model MLflow run {run['run_id']} trained (its checksum "
             f"differs from the one the run recorded); {_RETRAIN}"
         )
-    (_, y_train), (x_test, y_test) = load_prepared(paths, "train"), load_prepared(paths, "test")
-    # Training accuracy is of what the model was fitted on: without the validation split.
-    n_fit = len(y_train) - int(round(len(y_train) * val_split))
+    (x_train, y_train), (x_test, y_test) = (
+        load_prepared(paths, "train"),
+        load_prepared(paths, "test"),
+    )
+    # Training accuracy is of what the model was fitted on: without the validation split
+    # (slices of the memory maps: nothing is read).
+    _, y_fit, _, _ = split_validation(x_train, y_train, val_split)
     meta = read_meta(paths)
-    labels = {"train": y_train[:n_fit], "test": y_test}
+    labels = {"train": y_fit, "test": y_test}
     for split, y in labels.items():
         if probs[f"{split}_digest"] != split_digest(meta, split, 0, len(y)):
             raise DataError(

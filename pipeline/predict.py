@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline import plots, tracking
 from pipeline.cli import fail
+from pipeline.config import load_params
 from pipeline.data.images import prepare
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
@@ -33,12 +34,8 @@ def _local(path: Path) -> tuple[Predict, list[str] | None]:
     from pipeline.models.serving import Classifier
 
     classifier = Classifier(path)
-    names = None
     params = Path("params.yaml")
-    if params.is_file():
-        import yaml
-
-        names = (yaml.safe_load(params.read_text()) or {}).get("data", {}).get("classes")
+    names = list(load_params(params).data.classes) if params.is_file() else None
     return classifier.predict, names
 
 
