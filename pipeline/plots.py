@@ -94,20 +94,29 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: 
 
 
 def accuracy_bars(
-    labels: list[str], train: list[float], test: list[float], path: Path, title: str
+    labels: list[str],
+    train: list[float],
+    test: list[float],
+    path: Path,
+    title: str,
+    train_err: list[float] | None = None,
+    test_err: list[float] | None = None,
 ) -> None:
-    """Train and test accuracy side by side per run, each pair labelled with its gap."""
+    """Train and test accuracy side by side per run, or per group of runs with error bars (a
+    nan error draws none), each pair labelled with its gap."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(max(6.0, 0.7 * len(labels) + 2), 5))
     ax = fig.add_subplot()
     xs = np.arange(len(labels))
     width = 0.4
-    ax.bar(xs - width / 2, train, width, label="train")
-    ax.bar(xs + width / 2, test, width, label="test")
-    for x, tr, te in zip(xs, train, test, strict=True):
-        ax.annotate(f"{(tr - te) * 100:+.2f}", (x, max(tr, te)), ha="center", va="bottom",
-                    fontsize=8)  # fmt: skip
+    ax.bar(xs - width / 2, train, width, yerr=train_err, capsize=3, label="train")
+    ax.bar(xs + width / 2, test, width, yerr=test_err, capsize=3, label="test")
+    # The gap's label goes above the error bars.
+    top = np.fmax(np.add(train, np.nan_to_num(0 if train_err is None else train_err)),
+                  np.add(test, np.nan_to_num(0 if test_err is None else test_err)))  # fmt: skip
+    for x, tr, te, y in zip(xs, train, test, top, strict=True):
+        ax.annotate(f"{(tr - te) * 100:+.2f}", (x, y), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(xs, labels, rotation=45, ha="right")
     ax.set_ylim(max(0.0, min(test + train) - 0.01), 1.0)
     ax.set_ylabel("accuracy")
@@ -134,6 +143,70 @@ def curves_overlay(curves: dict[str, dict[str, list[float]]], path: Path, title:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
+    _save(fig, path)
+
+
+def curves_band(
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], path: Path, title: str
+) -> None:
+    """Per-epoch mean accuracy of groups of runs, a band of ± one std around each (none for a
+    single run): train solid, held-out dashed, one colour per group."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 6))
+    ax = fig.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(curves))]
+    for color, (label, series) in zip(colors, curves.items(), strict=True):
+        for name, (mean, std) in series.items():
+            epochs = np.arange(1, len(mean) + 1)
+            style = "-" if name.startswith("train") else "--"
+            ax.plot(epochs, mean, style, color=color, marker=".",
+                    label=f"{label} {name.split('_')[0]}")  # fmt: skip
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    _save(fig, path)
+
+
+def study(rows: list[dict], x_label: str, path: Path, title: str) -> None:
+    """One swept variable's effect: train and test accuracy (left) and their gap (middle)
+    against x, mean ± std over each point's runs; with `test_loss_mean` in the rows, the train
+    and test loss too (right), where the test loss's U shows when overfitting starts.
+
+    Each row holds `x` (numbers, or strings drawn as categories in the rows' order) and the
+    `<metric>_mean` and `<metric>_std` of train_accuracy, test_accuracy and gap.
+    """
+    from matplotlib.figure import Figure
+
+    xs = [r["x"] for r in rows]
+    numeric = all(isinstance(x, int | float) for x in xs)
+    positions = xs if numeric else list(range(len(xs)))
+    panels = [("accuracy", ("train_accuracy", "test_accuracy")), ("gap (train - test)", ("gap",))]
+    if "test_loss_mean" in rows[0]:
+        panels.append(("loss", ("train_loss", "test_loss")))
+    fig = Figure(figsize=(5 * len(panels), 4.5), layout="constrained")
+    for i, (y_label, metrics) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for metric in metrics:
+            mean = [r[f"{metric}_mean"] for r in rows]
+            std = [r[f"{metric}_std"] for r in rows]  # nan for a single run: no bar
+            style = "--" if metric.startswith("test") else "-"
+            ax.errorbar(positions, mean, yerr=std, fmt=style, marker="o", capsize=3,
+                        label=metric.split("_")[0])  # fmt: skip
+        # Sizes and sample counts sweep over decades: even steps on a log axis.
+        if numeric and min(xs) > 0 and max(xs) / min(xs) > 30:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(positions, [str(x) for x in xs], rotation=45, ha="right")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.grid(alpha=0.3)
+        if len(metrics) > 1:
+            ax.legend()
+    fig.suptitle(f"{title} (mean ± std over seeds)")
     _save(fig, path)
 
 

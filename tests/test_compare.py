@@ -1,21 +1,23 @@
 """Comparing runs: sweeps grouped under a parent run, the comparison report, and the runs as
-`mlflow server` serves them to the UI. The store is filled by a real 3-job sweep."""
+`mlflow server` serves them to the UI. The slow tests' store is filled by a real 3-job sweep;
+the fast ones group hand-made rows, or runs logged straight to the session's store."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import OFFLINE, mlflow_server, python
 
-# Sweeps of several trainings, and `mlflow server` and `mlflow ui` started on 127.0.0.1.
-pytestmark = pytest.mark.slow
+from pipeline import compare
 
 SWEEP = ["activation=relu,tanh,elu"]
 SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
@@ -50,6 +52,7 @@ def sweep_runs(store: dict) -> tuple:
     return parent, children
 
 
+@pytest.mark.slow
 def test_sweep_is_one_parent_with_a_child_per_job(store: dict) -> None:
     parent, children = sweep_runs(store)
     assert parent.info.status == "FINISHED"
@@ -62,10 +65,11 @@ def test_sweep_is_one_parent_with_a_child_per_job(store: dict) -> None:
                                                   "curves.png")}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> None:
     parent, children = sweep_runs(store)
     out = tmp_path / "report"
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--parent",
+    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--per-run", "--parent",
                  parent.info.run_id, "--out", str(out))  # fmt: skip
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
@@ -89,8 +93,9 @@ def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> No
     assert (out / "table.md").read_text().count("| mlp-") == 3
 
 
+@pytest.mark.slow
 def test_report_filter_and_top(store: dict, tmp_path: Path) -> None:
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--filter",
+    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--per-run", "--filter",
                  "params.activation = 'tanh'", "--out", str(tmp_path))  # fmt: skip
     assert [line.split()[3] for line in result.stdout.splitlines()[1:2]] == ["tanh"]
     assert (tmp_path / "table.csv").read_text().count("\n") == 1 + 1
@@ -99,6 +104,7 @@ def test_report_filter_and_top(store: dict, tmp_path: Path) -> None:
     assert (tmp_path / "table.csv").read_text().count("\n") == 1 + 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -118,6 +124,177 @@ def test_report_with_nothing_to_compare_says_so(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
+def test_report_groups_the_sweep_by_configuration(store: dict, tmp_path: Path) -> None:
+    # Three activations, one seed each: three configurations of one run, none comparable.
+    parent, children = sweep_runs(store)
+    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--parent",
+                 parent.info.run_id, "--out", str(tmp_path))  # fmt: skip
+    with open(tmp_path / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    # elu's own argument is a param that only it has.
+    assert sorted(r["config"] for r in rows) == [
+        "activation=elu activation_args.alpha=1.0", "activation=relu", "activation=tanh"
+    ]  # fmt: skip
+    assert [r["vs_best"] for r in rows] == ["best", "n<2", "n<2"]
+    for row in rows:
+        (child,) = [c for c in children if c.info.run_id == row["run_ids"]]
+        assert (row["n"], row["seeds"], row["test_accuracy_std"]) == ("1", "0", "")
+        assert float(row["test_accuracy_mean"]) == pytest.approx(
+            child.data.metrics["test_accuracy"]
+        )
+    assert result.stdout.splitlines()[0].split() == [*compare.SHOWN[:4], "95%", "CI", "gap",
+                                                     "vs_best"]  # fmt: skip
+
+
+def row(activation: str, seed: int, train: float, test: float, units: str = "[512]") -> dict:
+    """A run as `compare.rows_of` gives it."""
+    params = {"activation": activation, "model.hidden_units": units, "seed": str(seed)}
+    return {"run": f"mlp-{activation}", "data": "mnist", "model": "mlp",
+            "activation": activation, "optimizer": "rmsprop", "epochs": "5",
+            "batch_size": "128", "train_accuracy": train, "test_accuracy": test,
+            "gap": train - test, "duration_s": 1.0, "run_id": f"{activation}-{seed}",
+            "seed": str(seed), "params": params}  # fmt: skip
+
+
+# Best elu; sigmoid's interval overlaps it; relu's lies below; tanh ran once.
+ROWS = [
+    row("elu", 2, 0.995, 0.99), row("elu", 0, 0.99, 0.97), row("elu", 1, 1.0, 0.98),
+    row("relu", 0, 0.93, 0.90, "[64]"), row("relu", 1, 0.93, 0.905, "[64]"),
+    row("relu", 2, 0.93, 0.91, "[64]"),
+    row("sigmoid", 0, 0.99, 0.96), row("sigmoid", 1, 0.99, 0.97), row("sigmoid", 2, 0.99, 0.98),
+    row("tanh", 0, 0.99, 0.95),
+]  # fmt: skip
+
+
+def test_seeds_of_one_configuration_are_one_group() -> None:
+    groups = compare.group_rows(ROWS)
+    assert [g["config"] for g in groups] == [
+        "activation=elu model.hidden_units=[512]", "activation=sigmoid model.hidden_units=[512]",
+        "activation=tanh model.hidden_units=[512]", "activation=relu model.hidden_units=[64]",
+    ]  # fmt: skip
+    assert [g["vs_best"] for g in groups] == ["best", "tie", "n<2", "worse"]
+    assert [(g["n"], g["seeds"]) for g in groups] == [(3, "0,1,2")] * 2 + [(1, "0"), (3, "0,1,2")]
+    elu, _, tanh, relu = groups
+    half = 4.303 * 0.01 / math.sqrt(3)
+    assert (elu["test_accuracy_mean"], elu["test_accuracy_std"]) == (
+        pytest.approx(0.98), pytest.approx(0.01))  # fmt: skip
+    assert elu["test_accuracy_ci_low"] == pytest.approx(0.98 - half)
+    assert elu["test_accuracy_ci_high"] == pytest.approx(0.98 + half)
+    assert (elu["train_accuracy_mean"], elu["train_accuracy_std"]) == (
+        pytest.approx(0.995), pytest.approx(0.005))  # fmt: skip
+    # Gaps 0.005, 0.02, 0.02.
+    assert (elu["gap_mean"], elu["gap_std"]) == (
+        pytest.approx(0.015),
+        pytest.approx(math.sqrt(7.5e-5)),
+    )
+    assert relu["test_accuracy_mean"] == pytest.approx(0.905) and relu["gap_mean"] == pytest.approx(
+        0.025
+    )
+    assert tanh["test_accuracy_mean"] == 0.95 and math.isnan(tanh["test_accuracy_std"])
+    assert math.isnan(tanh["test_accuracy_ci_low"])
+    assert elu["run_ids"] == ["elu-2", "elu-0", "elu-1"] and elu["activation"] == "elu"
+    # Nothing varies: the run's name.
+    assert [g["config"] for g in compare.group_rows(ROWS[:3])] == ["mlp-elu"]
+    # A param only one configuration has names it there alone.
+    tanh = {**ROWS[9], "params": {**ROWS[9]["params"], "activation_args.alpha": "1.0"}}
+    labels = [g["config"] for g in compare.group_rows([*ROWS[:3], tanh])]
+    assert labels == ["activation=elu", "activation=tanh activation_args.alpha=1.0"]
+
+
+def test_groups_print_mean_and_std_and_a_single_run_without_spread() -> None:
+    lines = compare.group_text_table(compare.group_rows(ROWS)).splitlines()
+    assert lines[0].split()[:4] == ["config", "n", "train", "test"]
+    elu, tanh = lines[1].split(), lines[3].split()
+    assert elu[2:13] == ["3", "0.9950", "±", "0.0050", "0.9800", "±", "0.0100", "[0.9552,",
+                         "1.0048]", "0.0150", "±"]  # fmt: skip
+    assert elu[-1] == "best"
+    assert tanh[2:] == ["1", "0.9900", "±", "-", "0.9500", "±", "-", "-", "0.0400", "±", "-",
+                        "n<2"]  # fmt: skip
+
+
+def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
+    groups = compare.group_rows([r for r in ROWS if r["activation"] in ("elu", "relu")])
+    paths = compare.study_report(groups, "model.hidden_units", tmp_path, "units")
+    assert paths == [tmp_path / "study.png", tmp_path / "study.csv"]
+    with open(tmp_path / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["x"], r["n"]) for r in rows] == [("64", "3"), ("512", "3")]
+    assert float(rows[1]["test_accuracy_mean"]) == pytest.approx(0.98)
+    assert list(rows[0])[:4] == ["x", "n", "train_accuracy_mean", "train_accuracy_std"]
+    with pytest.raises(ValueError, match="x 'units' is not a param of the runs; valid: epoch, "):
+        compare.study_report(groups, "units", tmp_path, "units")
+
+
+@pytest.fixture(scope="module")
+def seeds(tracking_store: str) -> str:
+    """An experiment in the session's store: elu and relu, two seeds each, and one tanh run,
+    each with 3 epochs of curves (one elu run stopped after 2). Logged straight to the store."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    client = mlflow.MlflowClient(tracking_store)
+    name = f"seeds-{uuid.uuid4().hex[:8]}"
+    experiment = client.create_experiment(name)
+    for r in [*ROWS[:2], *ROWS[3:5], ROWS[9]]:
+        run_id = client.create_run(experiment, run_name=r["run"]).info.run_id
+        epochs = 2 if r["run_id"] == "elu-0" else 3
+        curves = [
+            Metric(f"epoch/{k}", r[f"{k}"] - 0.01 * (epochs - e), 0, e)
+            for k in ("train_accuracy", "test_accuracy")
+            for e in range(1, epochs + 1)
+        ]
+        curves += [Metric(f"epoch/{k}", 0.1 * e, 0, e) for k in ("train_loss", "test_loss")
+                   for e in range(1, epochs + 1)]  # fmt: skip
+        final = {"train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
+                 "generalization_gap": r["gap"]}  # fmt: skip
+        client.log_batch(
+            run_id,
+            metrics=[*curves, *(Metric(k, v, 0, 0) for k, v in final.items())],
+            params=[Param(k, v) for k, v in r["params"].items()],
+        )
+        client.set_terminated(run_id)
+    return name
+
+
+def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> None:
+    compare.main(["--experiment", seeds, "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert compare.RULE in printed
+    with open(tmp_path / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*compare.GROUP_COLUMNS, "run_ids"]
+    assert [(r["config"], r["n"], r["seeds"], r["vs_best"]) for r in rows] == [
+        ("activation=elu model.hidden_units=[512]", "2", "0,2", "best"),
+        ("activation=tanh model.hidden_units=[512]", "1", "0", "n<2"),
+        # Two seeds leave a wide interval (t = 12.7): 0.905 is not told from 0.98.
+        ("activation=relu model.hidden_units=[64]", "2", "0,1", "tie"),
+    ]  # fmt: skip
+    assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.98)
+    assert rows[1]["test_accuracy_std"] == "" and rows[1]["test_accuracy_ci_low"] == ""
+    assert compare.RULE in (tmp_path / "table.md").read_text()
+    for name in ("accuracy.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+    compare.main(["--experiment", seeds, "--per-run", "--out", str(tmp_path / "runs")])
+    with open(tmp_path / "runs" / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == [*compare.COLUMNS, "run_id"] and len(rows) == 5
+    assert capsys.readouterr().out.split()[:4] == ["run", "data", "model", "activation"]
+
+
+def test_study_per_epoch_uses_the_epochs_every_run_has(seeds: str, tmp_path: Path) -> None:
+    groups = compare.group_rows(compare.rows_of(compare.find_runs(seeds)))
+    compare.study_report(groups, "epoch", tmp_path, "elu per epoch")
+    with open(tmp_path / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    # elu's runs: one stopped after 2 epochs.
+    assert [(r["x"], r["n"]) for r in rows] == [("1", "2"), ("2", "2")]
+    assert {"test_loss_mean", "test_loss_std", "gap_mean"} <= set(rows[0])
+    assert float(rows[0]["test_loss_mean"]) == pytest.approx(0.1)
+    assert (tmp_path / "study.png").stat().st_size > 10_000
+
+
 @pytest.fixture
 def server(store: dict) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 over the sweep's store; stopped even if the test fails."""
@@ -134,6 +311,7 @@ def api(url: str, path: str, body: dict | None = None) -> dict:
         return json.load(response)
 
 
+@pytest.mark.slow
 def test_ui_server_lists_the_runs_with_params_metrics_and_histories(server: str) -> None:
     experiment = api(server, "experiments/get-by-name?experiment_name=mnist")["experiment"]
     runs = api(server, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
@@ -150,6 +328,7 @@ def test_ui_server_lists_the_runs_with_params_metrics_and_histories(server: str)
             assert sorted(m["step"] for m in history) == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_path: Path) -> None:
     import mlflow
 
@@ -171,6 +350,7 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
     assert jobs["1"].info.status == "FINISHED" and "test_accuracy" in jobs["1"].data.metrics
 
 
+@pytest.mark.slow
 def test_ui_link_opens_the_mnist_runs_in_the_model_training_view(store: dict) -> None:
     code = "import pathlib, pipeline.tracking as t; print(t.ui_link(pathlib.Path(), 5055))"
     result = run(store["root"], store["env"], "-c", code)
