@@ -9,6 +9,7 @@ composes, both in `python -m pipeline.train` and in DVC's compose step for `dvc 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import secrets
@@ -120,6 +121,8 @@ class DataConfig:
     timeout: float = MISSING
     train_samples: int | None = MISSING
     test_samples: int | None = MISSING
+    fit_samples: int | None = MISSING
+    label_noise: float = MISSING
 
 
 @dataclass
@@ -141,6 +144,12 @@ class TrackingConfig:
 
 
 @dataclass
+class StudyConfig:
+    name: str | None = None
+    x: str | None = None
+
+
+@dataclass
 class Config:
     # model and optimizer hold one of the schemas below, chosen by their `name`.
     model: Any = MISSING
@@ -156,6 +165,7 @@ class Config:
     early_stopping: EarlyStoppingConfig = MISSING
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 # The config-group choices with their schemas. A model is its schema here, its builder in
@@ -325,9 +335,10 @@ def _check_data(data: DictConfig) -> None:
                source, "IDX bases only while data.npz_sha256 is null")  # fmt: skip
     _check(data.retries >= 1, "data.retries", data.retries, "at least 1")
     _check(data.timeout > 0, "data.timeout", data.timeout, "positive seconds")
-    for key in ("train_samples", "test_samples"):
+    for key in ("train_samples", "test_samples", "fit_samples"):
         n = data[key]
         _check(n is None or n > 0, f"data.{key}", n, "null (all) or a positive integer")
+    _check(0 <= data.label_noise < 1, "data.label_noise", data.label_noise, "in [0, 1)")
 
 
 def _is_sha256(value: str) -> bool:
@@ -365,8 +376,9 @@ def load_params(path: Path | str) -> DictConfig:
     return validate(OmegaConf.to_container(OmegaConf.load(path)))
 
 
-def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Compose `conf/` with Hydra, as `python -m pipeline.train` and `dvc exp run` do."""
+def compose(overrides: list[str] | tuple[str, ...] = (), hydra: bool = False) -> DictConfig:
+    """Compose `conf/` with Hydra, as `python -m pipeline.train` and `dvc exp run` do; with
+    `hydra`, Hydra's own config (`hydra.sweeper.params`, ...) included."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
@@ -374,7 +386,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     register_schemas()
     try:
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            return hydra_compose("config", overrides=list(overrides))
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=hydra)
     except HydraException as err:
         raise hydra_error(err) from None
 
@@ -439,8 +451,17 @@ def check_overrides(args: list[str]) -> None:
     if any(a.split("=")[0] in _HYDRA_FLAGS_WITH_OWN_HANDLING for a in args):
         return
     overrides = [a for a in args if not a.startswith("-")]
+    parser = OverridesParser.create()
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = parser.parse_overrides(overrides)
+        if "-m" in args or "--multirun" in args:
+            # A config's own sweep (`hydra.sweeper.params`, the study presets): its keys sweep
+            # too, unless the command line sets them (as Hydra's sweeper does).
+            first = [o.input_line for o in parsed if not o.is_sweep_override()]
+            params = compose(first, hydra=True).hydra.sweeper.params or {}
+            given = {o.get_key_element() for o in parsed}
+            own = [f"{k}={v}" for k, v in params.items() if k not in given]
+            parsed += parser.parse_overrides(own)
     except HydraException as err:
         raise hydra_error(err) from None
     jobs = []
@@ -456,8 +477,29 @@ def check_overrides(args: list[str]) -> None:
             # Hydra expands (and checks) those itself when the sweep starts.
             continue
         jobs.append([f"{key}={v}" for v in values])
+    # Composing takes Hydra about 0.1 s: jobs that differ only in plain values (not in config
+    # group choices: model=cnn, +experiment=width) are composed once, their values then set
+    # on copies, as Hydra sets them (a study preset's 25 jobs: 0.3 s, not 2.5 s).
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+    composed: dict[tuple[str, ...], DictConfig] = {}
     for job in itertools.product(*jobs):
-        validate(compose(job))
+        structure, values = [], []
+        for override in parser.parse_overrides(list(job)):
+            key = override.key_or_group
+            plain = not (override.is_add() or override.is_delete() or override.is_force_add())
+            if plain and key not in groups and "/" not in key and key.split(".")[0] != "hydra":
+                values.append(override)
+            else:
+                structure.append(override.input_line)
+        if tuple(structure) not in composed:
+            composed[tuple(structure)] = compose(structure)
+        cfg = copy.deepcopy(composed[tuple(structure)])
+        try:
+            for override in values:
+                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+        except OmegaConfBaseException as err:
+            raise _one_line(err) from None
+        validate(cfg)
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ from pipeline import plots, predictions, tracking
 from pipeline.cli import run_stage
 from pipeline.config import validate
 from pipeline.data.idx import file_sha256
+from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
     image_shape,
     load_prepared,
@@ -36,10 +37,12 @@ GALLERY = 24
 _RETRAIN = "re-run the train stage (`dvc repro train`)"
 
 
-def _checked(paths: Paths, val_split: float) -> tuple[dict, dict, dict, np.ndarray]:
+def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarray]:
     """The run record, the predictions, the labels of each split and the test images, once
     each is known to belong with the others: the predictions were made by this run's model
-    file, on these data."""
+    file, on these data, with these labels.
+
+    The labels are `train` (those fitted on), `test`, and with label noise `train_clean`."""
     if not paths.model.is_file():
         raise ModelError(f"no model at {paths.model}; {_RETRAIN}")
     try:
@@ -61,35 +64,53 @@ def _checked(paths: Paths, val_split: float) -> tuple[dict, dict, dict, np.ndarr
         load_prepared(paths, "train"),
         load_prepared(paths, "test"),
     )
-    # Training accuracy is of what the model was fitted on: without the validation split
-    # (slices of the memory maps: nothing is read).
-    _, y_fit, _, _ = split_validation(x_train, y_train, val_split)
+    # Training accuracy is of what the model was fitted on: without the validation split,
+    # the first data.fit_samples (slices of the memory maps: nothing is read).
+    val_split, fit_samples = cfg.val_split, cfg.data.fit_samples
+    _, y_fit, _, _ = split_validation(x_train, y_train, val_split, fit_samples)
     meta = read_meta(paths)
     labels = {"train": y_fit, "test": y_test}
     for split, y in labels.items():
         if probs[f"{split}_digest"] != split_digest(meta, split, 0, len(y)):
             raise DataError(
                 f"{paths.predictions} holds predictions on other {split} data than "
-                f"{paths.prepared} with val_split={val_split}; {_RETRAIN}"
+                f"{paths.prepared} with val_split={val_split} and data.fit_samples="
+                f"{fit_samples}; {_RETRAIN}"
             )
+    noise = cfg.data.label_noise
+    if (probs["label_noise"], probs["noise_seed"] if noise else None) != (
+        noise,
+        cfg.seed if noise else None,
+    ):
+        raise DataError(
+            f"{paths.predictions} was trained with data.label_noise={probs['label_noise']} "
+            f"(seed {probs['noise_seed']}), not data.label_noise={noise} (seed {cfg.seed}); "
+            f"{_RETRAIN}"
+        )
+    if noise:  # the same labels the train stage fitted on: the same fraction, the same seed
+        labels["train_clean"] = labels["train"]
+        labels["train"] = relabel(np.asarray(y_fit), noise, cfg.seed)[0]
     return run, probs, labels, x_test
 
 
-def evaluate(cfg: DictConfig, paths: Paths | None = None, log: bool = True) -> dict[str, float]:
+def evaluate(
+    cfg: DictConfig, paths: Paths | None = None, log: bool = True
+) -> dict[str, float | str]:
     """Report on the predictions of the model in `paths.model`, write the reports and (with
     `log`) log them to the training run.
 
     Returns:
-        The contents of reports/metrics.json.
+        The contents of reports/metrics.json (numbers, and `heldout`: the set `best_epoch`
+        was found on).
     """
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
     if log:  # the store first: one that cannot record fails here, before any work
         tracking.experiment_id(paths.root, cfg.tracking.experiment)
-    run, probs, labels, test_x = _checked(paths, cfg.val_split)
+    run, probs, labels, test_x = _checked(cfg, paths)
     results = {}
     for split, y in labels.items():
-        accuracy, loss = predictions.accuracy_and_loss(probs[split], y)
+        accuracy, loss = predictions.accuracy_and_loss(probs[split.removesuffix("_clean")], y)
         results[split] = {"accuracy": accuracy, "loss": loss}
     test_probs = probs["test"]
     truth = np.asarray(labels["test"]).argmax(axis=1)
@@ -98,14 +119,19 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None, log: bool = True) -> d
     matrix = predictions.confusion_matrix(truth, predicted, len(names))
     per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
 
+    # `train_*` are on the labels the model was fitted on; with label noise, `train_clean_*`
+    # are on the true ones.
     metrics = {
-        "train_accuracy": round(results["train"]["accuracy"], 6),
-        "test_accuracy": round(results["test"]["accuracy"], 6),
-        "train_loss": round(results["train"]["loss"], 6),
-        "test_loss": round(results["test"]["loss"], 6),
+        f"{split}_{name}": round(value, 6)
+        for split in labels
+        for name, value in results[split].items()
     }
     metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
-    write_json(paths.metrics, metrics)
+    # Where overfitting began, from the training's per-epoch held-out loss (the run record),
+    # and on which held-out set: DVC's metrics say what the MLflow run does.
+    fitted = {k: run["metrics"][k] for k in ("best_epoch", "epochs_past_best", "heldout_loss_rise")}
+    report = {**metrics, **fitted, "heldout": run["tags"]["heldout"]}
+    write_json(paths.metrics, report)
     with atomic_path(paths.per_class) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "test_accuracy"])
@@ -132,8 +158,8 @@ def evaluate(cfg: DictConfig, paths: Paths | None = None, log: bool = True) -> d
             paths.root, cfg.tracking.experiment, run, {**metrics, **per_class_metrics},
             tracking.evaluation_files(paths),
         )  # fmt: skip
-    print(json.dumps(metrics))
-    return metrics
+    print(json.dumps(report))
+    return report
 
 
 def main() -> None:

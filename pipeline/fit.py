@@ -30,6 +30,7 @@ from pipeline import plots, predictions, tracking
 from pipeline.cli import run_stage
 from pipeline.config import Distribute, validate
 from pipeline.data.idx import file_sha256, read_manifest
+from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
     image_shape,
     load_prepared,
@@ -48,9 +49,38 @@ RESUME_DIR = ".resume"
 _trainings = 0
 
 
+# Training images scored after every epoch with that epoch's final weights, as the test set
+# is: Keras' own per-epoch `accuracy` averages over the epoch while the weights change (after
+# the seed's first epoch it reads 0.924 where the test set scores 0.961), so it is no train
+# accuracy to set against a held-out one. 10,000 images give it to about +-0.1%.
+TRAIN_SCORED = 10_000
+# Keras' running values, renamed: `train_loss` and `train_accuracy` are the scored ones.
+_RUNNING = {"loss": "train_running_loss", "accuracy": "train_running_accuracy"}
+
+
 def history_name(keras_name: str) -> str:
-    """Keras' epoch metric name with its split spelled out: `loss` -> `train_loss`."""
-    return keras_name if keras_name.startswith(("val_", "test_")) else f"train_{keras_name}"
+    """An epoch metric's name in the history and in MLflow (`epoch/<name>`): Keras' running
+    `loss` and `accuracy` become `train_running_*`; every other name is already its split's."""
+    return _RUNNING.get(keras_name, keras_name)
+
+
+def heldout_set(cfg: DictConfig) -> str:
+    """Where a run's overfitting is measured: `val` (validation) when `val_split > 0`, else
+    `test`, the prefix of its epoch metrics."""
+    return "val" if cfg.val_split > 0 else "test"
+
+
+def overfitting(history: dict[str, list[float]], heldout: str) -> dict[str, float]:
+    """Where overfitting began: `best_epoch` (from 1), the epoch of the lowest held-out loss;
+    `epochs_past_best`, the epochs trained after it; `heldout_loss_rise`, how far the held-out
+    loss rose from its lowest to the last epoch."""
+    losses = history[f"{heldout}_loss"]
+    best = min(range(len(losses)), key=losses.__getitem__)  # the first, on a tie
+    return {
+        "best_epoch": best + 1,
+        "epochs_past_best": len(losses) - 1 - best,
+        "heldout_loss_rise": losses[-1] - losses[best],
+    }
 
 
 def build_from_config(
@@ -81,19 +111,27 @@ def build_from_config(
     return compile_model(model, optimizer, steps_per_execution)
 
 
-def _epoch_callback(x_test: Any, y_test: np.ndarray) -> Any:
+def _epoch_callback(
+    train: tuple[Any, np.ndarray, np.ndarray | None], test: tuple[Any, np.ndarray], heldout: str
+) -> Any:
+    """The callback that scores each epoch: `train` is a fixed subset of the fitted images
+    with the labels fitted on and (with label noise) the clean ones; `test` the test set."""
     import keras
 
     from pipeline.models.scoring import probabilities
 
-    class EpochMetrics(keras.callbacks.Callback):
-        """Scores the test set after each epoch and logs every epoch metric to MLflow.
+    x_train, y_train, y_clean = train
+    x_test, y_test = test
 
-        Keras names the epoch's metrics `loss`, `accuracy` and, with a validation split,
-        `val_loss`, `val_accuracy`; this adds `test_loss`, `test_accuracy` to the same logs
-        (and so to the History) and logs them all as `epoch/train_loss`, `epoch/val_loss`,
-        `epoch/test_loss`, ... with step = epoch (from 1): train versus held-out per epoch,
-        where overfitting shows.
+    class EpochMetrics(keras.callbacks.Callback):
+        """Scores the training subset and the test set with the weights each epoch ends with,
+        adds the scores and the gaps to the epoch's logs (and so to the History), and logs
+        every epoch metric to MLflow as `epoch/<name>`, step = epoch (from 1).
+
+        Names: `train_*` (the subset, on the labels fitted on), `train_clean_*` (on the
+        true labels, with label noise), `test_*`, Keras' `val_*`, `train_running_*` (Keras'
+        running averages), and `generalization_gap` (train minus held-out accuracy) and
+        `loss_gap` (held-out minus train loss): overfitting is where these grow.
         """
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -103,9 +141,17 @@ def _epoch_callback(x_test: Any, y_test: np.ndarray) -> Any:
                 raise DivergedError(f"loss became NaN at epoch {epoch + 1}")
             # Scored as evaluate scores, batch by batch: Keras' own `evaluate` spent more
             # time building its dataset and prediction function each epoch than scoring.
-            probs = probabilities(self.model, x_test)
-            accuracy, loss = predictions.accuracy_and_loss(probs, y_test)
-            logs.update({"test_loss": loss, "test_accuracy": accuracy})
+            probs = probabilities(self.model, x_train)
+            logs["train_accuracy"], logs["train_loss"] = predictions.accuracy_and_loss(
+                probs, y_train
+            )
+            if y_clean is not None:
+                scores = predictions.accuracy_and_loss(probs, y_clean)
+                logs["train_clean_accuracy"], logs["train_clean_loss"] = scores
+            scores = predictions.accuracy_and_loss(probabilities(self.model, x_test), y_test)
+            logs["test_accuracy"], logs["test_loss"] = scores
+            logs["generalization_gap"] = logs["train_accuracy"] - logs[f"{heldout}_accuracy"]
+            logs["loss_gap"] = logs[f"{heldout}_loss"] - logs["train_loss"]
             metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
             tracking.log_metrics(metrics, step=epoch + 1, wait=False)
 
@@ -194,7 +240,15 @@ def fit(
         from pipeline.models.scoring import as_tensors, probabilities
 
         x_train, y_train, x_test, y_test = as_tensors(reading.result())
-    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, cfg.val_split)
+    x_fit, y_fit, x_val, y_val = split_validation(
+        x_train, y_train, cfg.val_split, cfg.data.fit_samples
+    )
+    # The labels fitted on: with `data.label_noise`, a fraction of them changed (see
+    # pipeline.data.noise); validation and test labels are never changed.
+    y_clean = None
+    if cfg.data.label_noise:
+        y_clean = np.asarray(y_fit)
+        y_fit = tf.constant(relabel(y_clean, cfg.data.label_noise, cfg.seed)[0])
 
     # Whatever an earlier model of this process left in Keras' global state (a sweep's jobs
     # share a process) is let go, then garbage-collected, so that a sweep's memory stays flat
@@ -222,7 +276,14 @@ def fit(
             cfg, image, y_train.shape[1], total_steps=cfg.epochs * steps,
             steps_per_execution=per_call,
         )  # fmt: skip
-    callbacks = [_epoch_callback(x_test, y_test)]
+    heldout = heldout_set(cfg)
+    scored = min(TRAIN_SCORED, len(x_fit))
+    subset = (
+        x_fit[:scored],
+        np.asarray(y_fit[:scored]),
+        None if y_clean is None else y_clean[:scored],
+    )
+    callbacks = [_epoch_callback(subset, (x_test, np.asarray(y_test)), heldout)]
     if cfg.early_stopping.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -240,7 +301,13 @@ def fit(
             shutil.rmtree(progress, ignore_errors=True)  # start afresh
         callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
     # Where the run's files are (model, predictions, reports): its job directory.
-    tags = {**tagging.result(), "job_dir": str(paths.out), **(tags or {})}
+    tags = {
+        **tagging.result(),
+        "job_dir": str(paths.out),
+        # The set `best_epoch` and the per-epoch gaps are measured on.
+        "heldout": {"val": "validation", "test": "test"}[heldout],
+        **(tags or {}),
+    }
     kept = False  # True once the job's files hold the whole run (see below)
     try:
         with tracking.active_run(
@@ -258,9 +325,8 @@ def fit(
                 (f"{cfg.data.name}-test", "test", split_digest(meta, "test", 0, len(x_test)),
                  test_split[0].shape, test_split[1].shape),
             ]  # fmt: skip
-            if n_train > n_fit:
-                digest = split_digest(meta, "train", n_fit, n_train)
-                n_val = n_train - n_fit
+            if n_val := len(x_val):  # the last rows of the training set
+                digest = split_digest(meta, "train", n_train - n_val, n_train)
                 splits.insert(1, (f"{cfg.data.name}-validation", "validation", digest,
                                   (n_val, *x_shape), (n_val, *y_shape)))  # fmt: skip
             # Where the data came from, as the download recorded it: a label in MLflow only (it
@@ -308,6 +374,7 @@ def fit(
                 paths.predictions, run.info.run_id, model_sha256,
                 {"train": (probabilities(model, x_fit), splits[0][2]),
                  "test": (probabilities(model, x_test), splits[-1][2])},
+                label_noise=(cfg.data.label_noise, cfg.seed),
             )  # fmt: skip
             _write_history(history, paths.history)
             plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
@@ -331,6 +398,8 @@ def fit(
                     # The process's peak memory so far (a sweep's jobs share one process).
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     / 1024,
+                    # Where overfitting began, on the held-out set the `heldout` tag names.
+                    **overfitting(history, heldout),
                 },
                 # What the logged model needs (tracking.log_outputs): its input and output,
                 # an input example (uint8 pixels), its requirements, what predict shows.

@@ -37,10 +37,20 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> 
 
 
 def save(
-    path: Path, run_id: str, model_sha256: str, splits: dict[str, tuple[np.ndarray, str]]
+    path: Path,
+    run_id: str,
+    model_sha256: str,
+    splits: dict[str, tuple[np.ndarray, str]],
+    label_noise: tuple[float, int] = (0.0, 0),
 ) -> None:
-    """Write the probabilities of each split (`{split: (probs, data digest)}`), atomically."""
-    arrays = {"run_id": np.array(run_id), "model_sha256": np.array(model_sha256)}
+    """Write the probabilities of each split (`{split: (probs, data digest)}`), atomically,
+    with the label noise the training labels had: `(fraction, seed)` (pipeline.data.noise)."""
+    arrays = {
+        "run_id": np.array(run_id),
+        "model_sha256": np.array(model_sha256),
+        "label_noise": np.array(label_noise[0], np.float64),
+        "noise_seed": np.array(label_noise[1], np.int64),
+    }
     for split, (probs, digest) in splits.items():
         arrays[split] = np.asarray(probs, np.float32)
         arrays[f"{split}_digest"] = np.array(digest)
@@ -49,17 +59,18 @@ def save(
 
 
 def load(path: Path) -> dict[str, np.ndarray | str]:
-    """The file `save` wrote: `run_id`, `model_sha256`, and per split its probabilities and
-    `<split>_digest`.
+    """The file `save` wrote: `run_id`, `model_sha256`, per split its probabilities and
+    `<split>_digest`, and `label_noise` (float) and `noise_seed` (int).
 
     Raises:
         DataError: the file is missing or not what the train stage writes.
     """
-    keys = {"run_id", "model_sha256", *SPLITS, *(f"{s}_digest" for s in SPLITS)}
+    numbers = {"label_noise": float, "noise_seed": int}
+    keys = {"run_id", "model_sha256", *SPLITS, *(f"{s}_digest" for s in SPLITS), *numbers}
     try:
         with np.load(path, allow_pickle=False) as archive:
             if missing := keys - set(archive.files):
                 raise ValueError(f"missing {', '.join(sorted(missing))}")
-            return {k: archive[k] if k in SPLITS else str(archive[k]) for k in keys}
+            return {k: archive[k] if k in SPLITS else numbers.get(k, str)(archive[k]) for k in keys}
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {path} ({err}); run the train stage first") from None

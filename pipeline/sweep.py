@@ -4,7 +4,8 @@ The callback opens a parent run when the sweep starts and writes its id into the
 directory, where every job (in this process or, with a parallel launcher, in another) finds it
 and tags its own run as a child (`mlflow.parentRunId`). When the sweep ends, the parent gets
 the comparison of its children (table and plots from `pipeline.compare`) and a status that
-reflects them: FAILED if any job failed or left no run.
+reflects them: FAILED if any job failed or left no run. A study preset's sweep
+(`+experiment=width`, conf/experiment/) also gets its study plot and table there.
 """
 
 from __future__ import annotations
@@ -113,11 +114,15 @@ class MlflowSweep(Callback):
         failed = [c for c in children if c.info.status != "FINISHED"]
         evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
         if evaluated:
-            rows = compare.rows_of(
-                sorted(evaluated, key=lambda c: -c.data.metrics["test_accuracy"])
-            )
-            title = f"sweep of {len(children)} jobs by test accuracy"
-            report = compare.write_report(rows, sweep_dir / "compare", title)
+            # Jobs that differ only in their seed are replicates of one configuration.
+            groups = compare.group_rows(compare.rows_of(evaluated))
+            title = f"sweep of {len(children)} jobs: {len(groups)} configurations"
+            out = sweep_dir / "compare"
+            report = compare.write_groups_report(groups, out, title)
+            # A study preset's sweep: its jobs against the key it varies (or per epoch).
+            if x := OmegaConf.select(config, "study.x"):
+                name = OmegaConf.select(config, "study.name")
+                report += compare.study_report(groups, x, out, f"study {name}")
             tracking.log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"

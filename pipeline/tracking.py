@@ -543,7 +543,10 @@ def evaluation_files(paths: Paths) -> list[tuple[Path, str | None]]:
 
 
 def _evaluation_metrics(paths: Paths) -> dict[str, float]:
-    metrics = json.loads(paths.metrics.read_text())
+    # Numbers only: `heldout` names a set (a tag of the run).
+    metrics = {
+        k: v for k, v in json.loads(paths.metrics.read_text()).items() if not isinstance(v, str)
+    }
     with open(paths.per_class, newline="") as f:
         rows = list(csv.DictReader(f))
     return {**metrics, **{per_class_key(i): float(r["test_accuracy"]) for i, r in enumerate(rows)}}

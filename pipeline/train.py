@@ -42,7 +42,9 @@ def ensure_data(cfg: DictConfig, paths: Paths) -> None:
     preprocess(cfg, paths)
 
 
-def train(cfg: DictConfig, paths: Paths, tags: dict[str, str] | None = None) -> dict[str, float]:
+def train(
+    cfg: DictConfig, paths: Paths, tags: dict[str, str] | None = None
+) -> dict[str, float | str]:
     """One job: data if needed, fit, evaluate; one complete MLflow run.
 
     Args:
@@ -91,7 +93,7 @@ def claim(out: Path) -> None:
         ) from None
 
 
-def _job(cfg: DictConfig) -> dict[str, float]:
+def _job(cfg: DictConfig) -> dict[str, float | str]:
     """The Hydra job: where its files go, and its place in a sweep (see pipeline/sweep.py)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -49,8 +49,11 @@ def test_single_run_fetches_data_trains_evaluates_and_logs(
     assert run.info.run_name == "mlp-elu-rmsprop-e1-b128"
     assert run.data.params["activation"] == "elu" and run.data.params["seed"] == "7"
     assert 0.5 < metrics["test_accuracy"] < 1  # 24 steps of training; chance is 0.1
-    for key, value in metrics.items():
-        assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
+    for key, value in metrics.items():  # numbers are its metrics; `heldout` a tag
+        if isinstance(value, str):
+            assert run.data.tags[key] == value
+        else:
+            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ from pipeline.models.scoring import probabilities
 from pipeline.paths import Paths
 from pipeline.predictions import accuracy_and_loss
 
-METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap"}
+METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap",
+               "best_epoch", "epochs_past_best", "heldout_loss_rise", "heldout"}  # fmt: skip
 
 
 def assert_png(path: Path) -> None:
@@ -74,7 +75,28 @@ def test_metrics_are_in_range_and_consistent(trained) -> None:
     assert 0 < metrics["train_loss"] < 0.6 and 0 < metrics["test_loss"] < 0.6
     gap = metrics["train_accuracy"] - metrics["test_accuracy"]
     assert metrics["generalization_gap"] == pytest.approx(gap, abs=1e-6)
+    # One epoch: the best one, measured on the test set (no validation split).
+    assert (metrics["best_epoch"], metrics["epochs_past_best"]) == (1, 0)
+    assert metrics["heldout_loss_rise"] == 0 and metrics["heldout"] == "test"
     assert json.loads(paths.metrics.read_text()) == metrics
+
+
+def test_epoch_train_accuracy_is_scored_with_the_epochs_final_weights(trained) -> None:
+    _, result, metrics = trained
+    history = result["history"]
+    # 6,000 fitted images, all in the scored subset: after the last epoch, the per-epoch
+    # train score is the final model's on everything it was fitted on, as evaluate finds it.
+    assert history["train_accuracy"][-1] == pytest.approx(metrics["train_accuracy"], abs=1e-6)
+    assert history["train_loss"][-1] == pytest.approx(metrics["train_loss"], abs=1e-5)
+    # Keras' running average over the epoch, kept under its own name, is not that score.
+    assert history["train_running_accuracy"][-1] != pytest.approx(
+        history["train_accuracy"][-1], abs=1e-4
+    )
+    for epoch in range(len(history["test_accuracy"])):
+        gap = history["train_accuracy"][epoch] - history["test_accuracy"][epoch]
+        assert history["generalization_gap"][epoch] == pytest.approx(gap, abs=1e-9)
+        loss_gap = history["test_loss"][epoch] - history["train_loss"][epoch]
+        assert history["loss_gap"][epoch] == pytest.approx(loss_gap, abs=1e-9)
 
 
 def test_saved_model_reloads_safely_and_scores_the_same(trained) -> None:
@@ -106,8 +128,12 @@ def test_reports_per_class_and_confusion(trained) -> None:
         "epoch",
         "train_loss",
         "train_accuracy",
+        "train_running_loss",
+        "train_running_accuracy",
         "test_loss",
         "test_accuracy",
+        "generalization_gap",
+        "loss_gap",
     }
     for png in (paths.confusion_plot, paths.learning_curves):
         assert_png(png)
@@ -123,7 +149,10 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert run.info.run_name == "mlp-relu-rmsprop-e1-b128"
     assert client.get_experiment(run.info.experiment_id).name == "mnist"
     for key, value in metrics.items():
-        assert run.data.metrics[key] == pytest.approx(value, abs=1e-9), key
+        if key == "heldout":  # a set's name: a tag
+            assert run.data.tags["heldout"] == value == "test"
+        else:
+            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9), key
     params = run.data.params
     assert params["activation"] == "relu"
     assert params["model.hidden_units"] == "[512]"
@@ -134,7 +163,8 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert tags["entry_point"] == "api"
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
     assert tags["dvc_data_md5"] == tracking.dvc_dir_md5(paths.prepared)
-    for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss"):
+    for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss",
+                 "train_running_accuracy", "generalization_gap", "loss_gap"):  # fmt: skip
         history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
         assert [m.step for m in history] == [1]
         assert history[0].value == pytest.approx(result["history"][name][0])
@@ -213,6 +243,16 @@ def test_validation_split_and_early_stopping_keep_the_best_weights(
     epochs = len(history["val_loss"])
     names = set(mlflow.MlflowClient().get_run(result["run_id"]).data.metrics)
     assert {"epoch/val_accuracy", "epoch/test_accuracy", "epoch/train_accuracy"} <= names
+    # Overfitting is measured on the validation set here, and the run says so.
+    run = mlflow.MlflowClient().get_run(result["run_id"])
+    assert run.data.tags["heldout"] == metrics["heldout"] == "validation"
+    best = history["val_loss"].index(min(history["val_loss"])) + 1
+    assert metrics["best_epoch"] == run.data.metrics["best_epoch"] == best
+    assert metrics["epochs_past_best"] == epochs - best
+    rise = history["val_loss"][-1] - min(history["val_loss"])
+    assert metrics["heldout_loss_rise"] == pytest.approx(rise, abs=1e-9)
+    gaps = [t - v for t, v in zip(history["train_accuracy"], history["val_accuracy"], strict=True)]
+    assert history["generalization_gap"] == pytest.approx(gaps, abs=1e-9)
     x_fit, y_fit, x_val, y_val = split_validation(
         *read_aligned(*load_prepared(paths, "train")), 0.25
     )

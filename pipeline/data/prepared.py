@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.data.idx import accepts
-from pipeline.errors import DataError
+from pipeline.errors import ConfigError, DataError
 from pipeline.paths import Paths
 
 SPLITS = ("train", "test")
@@ -140,8 +140,16 @@ def read_aligned(*arrays: np.memmap) -> list[np.ndarray]:
 
 
 def split_validation(
-    x: np.ndarray, y: np.ndarray, val_split: float
+    x: np.ndarray, y: np.ndarray, val_split: float, fit_samples: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hold out the last `val_split` of the training set, as Keras' `validation_split` does."""
-    n_fit = len(x) - int(round(len(x) * val_split))
-    return x[:n_fit], y[:n_fit], x[n_fit:], y[n_fit:]
+    """The rows a model is fitted on and the validation rows: the last `val_split` of the
+    training set is held out, as Keras' `validation_split` does, and of the rest the first
+    `fit_samples` are fitted on (`data.fit_samples`; None: all)."""
+    n_train = len(x) - int(round(len(x) * val_split))
+    if fit_samples is not None and fit_samples > n_train:
+        raise ConfigError(
+            f"data.fit_samples: invalid value {fit_samples}; must be at most {n_train} (the "
+            f"training images left after val_split={val_split}), or null for all"
+        )
+    n_fit = n_train if fit_samples is None else fit_samples
+    return x[:n_fit], y[:n_fit], x[n_train:], y[n_train:]
