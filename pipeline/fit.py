@@ -370,10 +370,12 @@ def fit(
             # The saved model's class probabilities on what it was fitted on and on the test
             # set, with what identifies them: evaluate reports on these (pipeline.predictions).
             model_sha256 = file_sha256(paths.model)
+            scoring = time.perf_counter()
+            scores = {"train": (probabilities(model, x_fit), splits[0][2]),
+                      "test": (probabilities(model, x_test), splits[-1][2])}  # fmt: skip
+            scoring = time.perf_counter() - scoring
             predictions.save(
-                paths.predictions, run.info.run_id, model_sha256,
-                {"train": (probabilities(model, x_fit), splits[0][2]),
-                 "test": (probabilities(model, x_test), splits[-1][2])},
+                paths.predictions, run.info.run_id, model_sha256, scores,
                 label_noise=(cfg.data.label_noise, cfg.seed),
             )  # fmt: skip
             _write_history(history, paths.history)
@@ -395,6 +397,8 @@ def fit(
                 "metrics": {
                     "fit_seconds": seconds,
                     "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
+                    # The final model's scoring of the fitted rows and the test set.
+                    "scoring_seconds": scoring,
                     # The process's peak memory so far (a sweep's jobs share one process).
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                     / 1024,
