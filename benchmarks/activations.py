@@ -1,11 +1,13 @@
-"""Every activation with the seed's setup, and the CNN once: accuracy, overfitting, time.
+"""Every activation with the seed's setup, and the CNN: accuracy, overfitting, time, over seeds.
 
-Trains each configuration through the pipeline's own `train` and `evaluate` (so each is an
-MLflow run, tagged `benchmark=activations`), then writes docs/results.md (a table of train
-accuracy, test accuracy, gap and seconds) and docs/results.png. Every number in them is one
-this script measured, with the machine and the date it ran.
+Trains each configuration with several seeds through the pipeline's own `fit` and `evaluate`
+(so each is an MLflow run, tagged `benchmark=activations`), groups the runs as
+`pipeline.compare` does (mean and std over seeds, the 95% interval of the test accuracy,
+configurations not distinguishable from the best marked), then writes docs/results.md and
+docs/results.png. Every number in them is one this script measured, with the machine and the
+date it ran.
 
-    python benchmarks/activations.py                  # the full run (about 10 minutes)
+    python benchmarks/activations.py                  # the full run (about 30 minutes)
     python benchmarks/activations.py --tiny --out /tmp/results   # a quick check
 """
 
@@ -17,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +43,15 @@ def machine() -> str:
     )
 
 
-def run_all(configs: list[tuple[str, list[str]]], root: Path, out: Path) -> list[dict]:
+def run_all(
+    configs: list[tuple[str, list[str]]], seeds: dict[str, int], root: Path, out: Path, batch: str
+) -> dict[str, float]:
+    """Train and evaluate each configuration with seeds 0..n-1 (`seeds[label]`), each an
+    MLflow run tagged `benchmark=activations` and `benchmark_batch=<batch>`.
+
+    Returns:
+        Each run's wall-clock seconds, by run id.
+    """
     import keras
 
     from pipeline.config import compose, validate
@@ -49,26 +60,47 @@ def run_all(configs: list[tuple[str, list[str]]], root: Path, out: Path) -> list
     from pipeline.paths import Paths
     from pipeline.train import ensure_data
 
-    rows = []
+    seconds = {}
+    tags = {"benchmark": "activations", "benchmark_batch": batch}
     for label, overrides in configs:
-        cfg = validate(compose(overrides))
-        paths = Paths(root=root, out=out / "runs" / label)
-        ensure_data(cfg, paths)
-        start = time.perf_counter()
-        fit(cfg, paths, entry_point="benchmark", tags={"benchmark": "activations"})
-        metrics = evaluate(cfg, paths)
-        seconds = time.perf_counter() - start
-        rows.append({"label": label, "seconds": seconds, **metrics})
-        print(f"{label}: test {metrics['test_accuracy']:.4f} in {seconds:.0f} s", flush=True)
-        keras.backend.clear_session()
-    return rows
+        for seed in range(seeds[label]):
+            cfg = validate(compose([*overrides, f"seed={seed}"]))
+            paths = Paths(root=root, out=out / "runs" / f"{label}-{seed}")
+            ensure_data(cfg, paths)
+            start = time.perf_counter()
+            run_id = fit(cfg, paths, entry_point="benchmark", tags=tags)["run_id"]
+            metrics = evaluate(cfg, paths)
+            seconds[run_id] = time.perf_counter() - start
+            print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} in "
+                  f"{seconds[run_id]:.0f} s", flush=True)  # fmt: skip
+            keras.backend.clear_session()
+    return seconds
 
 
-def write_results(rows: list[dict], out: Path, setup: str) -> None:
-    from pipeline import plots
+def grouped(root: Path, batch: str, seconds: dict[str, float]) -> list[dict]:
+    """The batch's runs as pipeline.compare groups them: one row per configuration (runs
+    equal but for their seed), with n, mean, std, the 95% interval and `vs_best`."""
+    from pipeline import compare, tracking
+
+    runs = tracking.search_runs(
+        root, tracking.DEFAULT_EXPERIMENT, f"tags.benchmark_batch = '{batch}'", [], 1000
+    )
+    groups = compare.group_rows(compare.rows_of(runs or []))
+    for group in groups:
+        group["label"] = f"{group['model']}-{group['activation']}"
+        group["seconds"] = sum(seconds[r] for r in group["run_ids"]) / group["n"]
+    return groups
+
+
+def _pm(group: dict, metric: str, signed: bool = False) -> str:
+    mean, std = group[f"{metric}_mean"], group[f"{metric}_std"]
+    return f"{mean:+.4f} ± {std:.4f}" if signed else f"{mean:.4f} ± {std:.4f}"
+
+
+def write_results(groups: list[dict], out: Path, setup: str) -> None:
+    from pipeline import compare, plots
     from pipeline.io import write_text
 
-    ranked = sorted(rows, key=lambda r: -r["test_accuracy"])
     lines = [
         "# Activations compared",
         "",
@@ -77,49 +109,65 @@ def write_results(rows: list[dict], out: Path, setup: str) -> None:
         "",
         setup,
         "",
-        "| run | train accuracy | test accuracy | gap (train - test) | seconds |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| configuration | n | train accuracy | test accuracy | 95% interval (test) "
+        "| gap (train - test) | vs best | seconds per run |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
-    for r in ranked:
+    marks = {"best": "**best**", "tie": "not distinguishable", "worse": "worse", "n<2": "n<2"}
+    for g in groups:
         lines.append(
-            f"| {r['label']} | {r['train_accuracy']:.4f} | {r['test_accuracy']:.4f} "
-            f"| {r['generalization_gap']:+.4f} | {r['seconds']:.0f} |"
+            f"| {g['label']} | {g['n']} | {_pm(g, 'train_accuracy')} | {_pm(g, 'test_accuracy')}"
+            f" | {g['test_accuracy_ci_low']:.4f} - {g['test_accuracy_ci_high']:.4f}"
+            f" | {_pm(g, 'gap', signed=True)} | {marks[g['vs_best']]} | {g['seconds']:.0f} |"
         )
     lines += [
         "",
-        "Seconds are wall-clock for training and evaluating one run (model building, fit,",
+        f'Mean ± standard deviation over the seeds. "vs best": {compare.RULE} with the best '
+        'configuration\'s ("not distinguishable"), or lie wholly below it ("worse"). '
+        "Seconds are wall-clock for training and evaluating one run (model building, fit, "
         "scoring both sets, logging to MLflow), in one process after start-up.",
         "",
-        "![train versus test accuracy per run](results.png)",
+        "![train versus test accuracy per configuration, error bars of one std](results.png)",
         "",
     ]
     write_text(out / "results.md", "\n".join(lines))
 
     plots.accuracy_bars(
-        [r["label"] for r in ranked],
-        [r["train_accuracy"] for r in ranked],
-        [r["test_accuracy"] for r in ranked],
+        [g["label"] for g in groups],
+        [g["train_accuracy_mean"] for g in groups],
+        [g["test_accuracy_mean"] for g in groups],
         out / "results.png",
-        "Train versus test accuracy per activation",
+        "Train versus test accuracy per configuration (mean ± std over seeds)",
+        [g["train_accuracy_std"] for g in groups],
+        [g["test_accuracy_std"] for g in groups],
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where results go")
+    parser.add_argument("--seeds", type=int, help="seeds per MLP activation (5; tiny: 2)")
+    parser.add_argument("--cnn-seeds", type=int, help="seeds of the CNN (3, 4 min each; tiny: 1)")
     parser.add_argument(
         "--tiny", action="store_true", help="1 epoch on 2,000 images: checks the script only"
     )
     args = parser.parse_args(argv)
+    args.seeds = args.seeds or (2 if args.tiny else 5)
+    args.cnn_seeds = args.cnn_seeds or (1 if args.tiny else 3)
+    for name in ("seeds", "cnn_seeds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')}: invalid value {getattr(args, name)}; "
+                         "must be a positive integer")  # fmt: skip
 
     from pipeline.config import Activation
 
     activations = [a.name for a in Activation]
     common: list[str] = []
     setup = (
-        "Each MLP run is the seed's setup with only the activation changed: one hidden "
-        "Dense(512), RMSprop, 5 epochs, batch 128, all 60,000 training images, seed 0. "
-        "The CNN runs with its shipped defaults (`model=cnn`)."
+        f"Each MLP configuration is the seed's setup with only the activation changed: one "
+        f"hidden Dense(512), RMSprop, 5 epochs, batch 128, all 60,000 training images, trained "
+        f"with seeds 0 to {args.seeds - 1}. The CNN runs with its shipped defaults "
+        f"(`model=cnn`), seeds 0 to {args.cnn_seeds - 1} (it takes about 4 minutes a run)."
     )
     if args.tiny:
         activations = ["relu", "elu", "maxout"]
@@ -130,9 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.tiny:
         cnn += ["model.filters=[8]", "model.dense_units=16"]
     configs.append(("cnn-relu", cnn))
+    seeds = {label: args.seeds for label, _ in configs} | {"cnn-relu": args.cnn_seeds}
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run_all(configs, Path.cwd(), args.out if args.tiny else ROOT / "outputs" / "benchmarks")
-    write_results(rows, args.out, setup)
+    batch = uuid.uuid4().hex
+    work = args.out if args.tiny else ROOT / "outputs" / "benchmarks"
+    seconds = run_all(configs, seeds, Path.cwd(), work, batch)
+    write_results(grouped(Path.cwd(), batch, seconds), args.out, setup)
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
 
 

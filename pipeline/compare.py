@@ -42,6 +42,8 @@ GROUP_COLUMNS = (
 )  # fmt: skip
 # Summarised over each configuration's runs.
 METRICS = ("train_accuracy", "test_accuracy", "gap")
+# Train accuracy on the true labels, of runs with label noise (summarised where all have it).
+CLEAN = "train_clean_accuracy"
 # What `study_report` draws per epoch, from the runs' `epoch/<name>` histories.
 EPOCH_METRICS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss")
 # The printed and markdown table of configurations.
@@ -106,6 +108,11 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
                 "train_accuracy": metrics.get("train_accuracy", float("nan")),
                 "test_accuracy": metrics["test_accuracy"],
                 "gap": metrics.get("generalization_gap", float("nan")),
+                # Train accuracy on the true labels (pipeline.data.noise): without label
+                # noise, the labels fitted on are the true ones.
+                CLEAN: metrics.get(CLEAN, metrics.get("train_accuracy", float("nan")))
+                if float(params.get("data.label_noise", 0)) == 0
+                else metrics.get(CLEAN, float("nan")),
                 "duration_s": round((end - run.info.start_time) / 1000, 1),
                 "run_id": run.info.run_id,
                 "seed": params.get("seed", "?"),
@@ -159,6 +166,8 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         group["seeds"] = ",".join(seeds)
         summaries = {m: stats.summary([r[m] for r in runs]) for m in METRICS}
+        if not any(math.isnan(r.get(CLEAN, math.nan)) for r in runs):  # label noise
+            summaries[CLEAN] = stats.summary([r[CLEAN] for r in runs])
         for metric, summary in summaries.items():
             group[f"{metric}_mean"], group[f"{metric}_std"] = summary.mean, summary.std
         group["test_summary"] = test = summaries["test_accuracy"]  # for vs_best
@@ -337,7 +346,11 @@ def _param_rows(groups: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]
     numbers = [_number(t) for t in texts]
     # Numbers on a numeric axis; anything else (activations, `None`) as sorted categories.
     xs = numbers if None not in numbers else texts
-    columns = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
+    # A label noise study: its train accuracy on the true labels too.
+    noisy = any(float(g["params"].get("data.label_noise", 0)) > 0 for g in groups)
+    clean = noisy and all(f"{CLEAN}_mean" in g for g in groups)
+    metrics = [*METRICS, *([CLEAN] if clean else [])]
+    columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
     rows = [
         {"x": x, "n": g["n"], **{c: g[c] for c in columns}} for x, g in zip(xs, groups, strict=True)
     ]

@@ -184,7 +184,10 @@ def study(rows: list[dict], x_label: str, path: Path, title: str) -> None:
     xs = [r["x"] for r in rows]
     numeric = all(isinstance(x, int | float) for x in xs)
     positions = xs if numeric else list(range(len(xs)))
-    panels = [("accuracy", ("train_accuracy", "test_accuracy")), ("gap (train - test)", ("gap",))]
+    accuracies = ("train_accuracy", "test_accuracy")
+    if "train_clean_accuracy_mean" in rows[0]:  # label noise: the true labels' train accuracy
+        accuracies += ("train_clean_accuracy",)
+    panels = [("accuracy", accuracies), ("gap (train - test)", ("gap",))]
     if "test_loss_mean" in rows[0]:
         panels.append(("loss", ("train_loss", "test_loss")))
     fig = Figure(figsize=(5 * len(panels), 4.5), layout="constrained")
@@ -193,9 +196,10 @@ def study(rows: list[dict], x_label: str, path: Path, title: str) -> None:
         for metric in metrics:
             mean = [r[f"{metric}_mean"] for r in rows]
             std = [r[f"{metric}_std"] for r in rows]  # nan for a single run: no bar
-            style = "--" if metric.startswith("test") else "-"
+            style = {"test": "--", "train_clean": ":"}.get(metric.rsplit("_", 1)[0], "-")
+            label = {"train_clean_accuracy": "train, true labels"}.get(metric, metric.split("_")[0])
             ax.errorbar(positions, mean, yerr=std, fmt=style, marker="o", capsize=3,
-                        label=metric.split("_")[0])  # fmt: skip
+                        label=label)  # fmt: skip
         # Sizes and sample counts sweep over decades: even steps on a log axis.
         if numeric and min(xs) > 0 and max(xs) / min(xs) > 30:
             ax.set_xscale("log")

@@ -21,15 +21,22 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
         "cnn-relu", "mlp-elu", "mlp-maxout", "mlp-relu"
     ]  # fmt: skip
     for row in rows:
-        train, test, gap = (float(c) for c in row.split("|")[2:5])
+        # Grouped over seeds: 2 per MLP (mean ± std, an interval), 1 for the CNN (no interval).
+        label, n, train, test, interval, gap, versus = (c.strip() for c in row.split("|")[1:8])
+        assert int(n) == (1 if label == "cnn-relu" else 2)
+        train, test, gap = (float(c.split(" ± ")[0]) for c in (train, test, gap))
         assert 0.1 < test <= 1 and abs(gap - (train - test)) < 2e-4
+        low, high = (float(x) for x in interval.split(" - ")) if n == "2" else (test, test)
+        assert low <= test <= high
+        assert versus in {"**best**", "not distinguishable", "worse", "n<2"}
+        assert versus == "n<2" or n == "2"  # a single run cannot be told apart from any
     assert "cores; Python" in table  # the machine the numbers came from
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     runs = mlflow.search_runs(
         search_all_experiments=True, filter_string="tags.benchmark = 'activations'"
     )
-    assert len(runs) >= 4
+    assert len(runs) >= 7  # 3 activations x 2 seeds, and the CNN once
 
 
 def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
@@ -52,7 +59,10 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     assert rows["seed"][6:] == ["1.00x", "1.00", "1.00"]  # the ratios are against the seed
     assert "GFLOP/s at the seed's shapes" in table and "cores" in table
     assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
-    assert any(name.startswith("sweep of 2 jobs") for name in rows)
+    assert any(name.startswith("sweep of 3 jobs") for name in rows)
+    # Each job after the first, beyond its fit and scoring: measured from the jobs' starts.
+    (steady,) = [cells for name, cells in rows.items() if name.startswith("sweep: each job")]
+    assert 0 < float(steady[0].removesuffix(" s")) < 30 and steady[1] == "<= 3 s"
     # The long sweep's memory, from each job's logged peak (7 jobs in the tiny mode).
     (growth,) = [cells for name, cells in rows.items() if name.startswith("sweep of 7 small")]
     assert growth[0].endswith(" MB") and float(growth[0].removesuffix(" MB")) < 100

@@ -226,6 +226,27 @@ def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
         compare.study_report(groups, "units", tmp_path, "units")
 
 
+def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_path: Path) -> None:
+    def noisy(noise: str, seed: int, train: float, clean: float) -> dict:
+        r = row("relu", seed, train, 0.9)
+        return {**r, "train_clean_accuracy": clean,
+                "params": {**r["params"], "data.label_noise": noise}}  # fmt: skip
+
+    runs = [noisy("0.0", 0, 0.99, 0.99), noisy("0.0", 1, 0.97, 0.97),
+            noisy("0.4", 0, 0.7, 0.9), noisy("0.4", 1, 0.8, 0.92)]  # fmt: skip
+    compare.study_report(compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
+    with open(tmp_path / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["x"]) for r in rows] == [0.0, 0.4]
+    assert float(rows[1]["train_clean_accuracy_mean"]) == pytest.approx(0.91)
+    assert float(rows[1]["train_clean_accuracy_std"]) == pytest.approx(math.sqrt(2e-4))
+    assert float(rows[1]["train_accuracy_mean"]) == pytest.approx(0.75)
+    # Runs without label noise have no such column.
+    groups = compare.group_rows(ROWS[:6])
+    compare.study_report(groups, "model.hidden_units", tmp_path, "units")
+    assert "train_clean_accuracy_mean" not in (tmp_path / "study.csv").read_text()
+
+
 @pytest.fixture(scope="module")
 def seeds(tracking_store: str) -> str:
     """An experiment in the session's store: elu and relu, two seeds each, and one tanh run,
