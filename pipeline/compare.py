@@ -96,6 +96,11 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
     for run in runs:
         params, metrics = run.data.params, run.data.metrics
         end = run.info.end_time or run.info.start_time
+        # Train accuracy on the true labels (pipeline.data.noise): without label noise, the
+        # labels fitted on are the true ones.
+        nan = float("nan")
+        noisy = float(params.get("data.label_noise", 0)) > 0
+        clean = metrics.get(CLEAN, nan if noisy else metrics.get("train_accuracy", nan))
         rows.append(
             {
                 "run": run.info.run_name,
@@ -108,11 +113,7 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
                 "train_accuracy": metrics.get("train_accuracy", float("nan")),
                 "test_accuracy": metrics["test_accuracy"],
                 "gap": metrics.get("generalization_gap", float("nan")),
-                # Train accuracy on the true labels (pipeline.data.noise): without label
-                # noise, the labels fitted on are the true ones.
-                CLEAN: metrics.get(CLEAN, metrics.get("train_accuracy", float("nan")))
-                if float(params.get("data.label_noise", 0)) == 0
-                else metrics.get(CLEAN, float("nan")),
+                CLEAN: clean,
                 "duration_s": round((end - run.info.start_time) / 1000, 1),
                 "run_id": run.info.run_id,
                 "seed": params.get("seed", "?"),

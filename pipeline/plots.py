@@ -127,23 +127,13 @@ def accuracy_bars(
 
 
 def curves_overlay(curves: dict[str, dict[str, list[float]]], path: Path, title: str) -> None:
-    """Per-epoch accuracy of several runs: train solid, held-out dashed, one colour per run."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 6))
-    ax = fig.add_subplot()
-    colors = [f"C{i % 10}" for i in range(len(curves))]
-    for color, (label, series) in zip(colors, curves.items(), strict=True):
-        for name, values in series.items():
-            style = "-" if name.startswith("train") else "--"
-            ax.plot(range(1, len(values) + 1), values, style, color=color, marker=".",
-                    label=f"{label} {name.split('_')[0]}")  # fmt: skip
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    _save(fig, path)
+    """Per-epoch accuracy of several runs: train solid, held-out dashed, one colour per run
+    (`curves_band` without bands)."""
+    bare = {
+        label: {name: (np.asarray(v), np.zeros(len(v))) for name, v in series.items()}
+        for label, series in curves.items()
+    }
+    curves_band(bare, path, title)
 
 
 def curves_band(

@@ -165,7 +165,7 @@ def _study(root, uri: str, preset: str) -> tuple[list, dict, list[dict]]:
 def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
     make_project, tmp_path
 ) -> None:
-    from conftest import OFFLINE, python
+    from conftest import OFFLINE, ROOT, python
 
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -191,3 +191,12 @@ def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert [int(float(r["x"])) for r in rows] == [1, 2, 3] and {r["n"] for r in rows} == {"2"}
     assert {"test_loss_mean", "gap_mean"} <= set(rows[0])
+    # benchmarks/studies.py reads the same sweeps back for the docs.
+    out = tmp_path / "docs"
+    script = str(ROOT / "benchmarks" / "studies.py")
+    python(paths.root, script, "--report-only", "--only", "data_size", "--only", "epochs",
+           "--out", str(out), env=env)  # fmt: skip
+    summary = (out / "summary.md").read_text()
+    assert "| data.fit_samples=300 | 2 |" in summary and "| data.fit_samples=900 | 2 |" in summary
+    assert "`python -m pipeline.train -m +experiment=epochs`: 2 runs in" in summary
+    assert all((out / f"{name}.png").stat().st_size > 10_000 for name in ("data_size", "epochs"))
