@@ -329,8 +329,9 @@ def report(m: dict) -> str:
     # matplotlib): the jobs after it are what every further job of a study costs.
     steady = statistics.median(sweep["overheads"][1:])
     targets = [
-        ("fit throughput, pipeline / seed", f"{seed['fit'] / pipe['fit']:.2f}x", ">= 1.5x",
-         seed["fit"] / pipe["fit"] >= 1.5),
+        ("training throughput (`fit` less its per-epoch scoring), pipeline / seed",
+         f"{seed['fit'] / pipe['training']:.2f}x", ">= 1.5x",
+         seed["fit"] / pipe["training"] >= 1.5),
         ("`python -m pipeline.train` end to end / seed's whole script",
          f"{pipe['process'] / seed['process']:.2f}", "<= 1.00",
          pipe["process"] <= seed["process"]),
@@ -388,10 +389,15 @@ def report(m: dict) -> str:
             "",
             "- seed: benchmarks/seed.py, the original script (its `fit` and `evaluate`).",
             "- pipeline: `python -m pipeline.train`, from process start to a logged, evaluated "
-            "MLflow run (Hydra config, training with a test-set score after every epoch, "
+            "MLflow run (Hydra config, training with 10,000 training images and the test set "
+            "scored after every epoch, "
             "model and plots saved and logged, evaluation reports).",
             "- train stage: `python -m pipeline.fit`, as `dvc repro` runs it.",
-            "- fit s: `fit` alone (the pipeline's includes its per-epoch test scoring).",
+            "- fit s: `fit` alone. The pipeline's includes its per-epoch scoring of 10,000 "
+            "training images and the test set (the gap per epoch), which the seed does not do: "
+            f"{pipe['epoch_scoring']:.2f} s of the pipeline's median `fit` (train stage: "
+            f"{stage['epoch_scoring']:.2f} s). The training-throughput target compares the "
+            "training alone.",
             "",
             "## Arithmetic floor",
             "",
@@ -512,14 +518,16 @@ def main() -> None:
             metrics = run_metrics(uri, out / "models" / "run.json")
             results["pipeline"].append(
                 {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
-                 "process": p.seconds, "peak": p.peak_bytes}
+                 "scoring": metrics["epoch_scoring_seconds"], "process": p.seconds,
+                 "peak": p.peak_bytes}
             )  # fmt: skip
 
             p = run([*python, "-m", "pipeline.fit"], repo, env)
             metrics = run_metrics(uri, repo / "models" / "run.json")
             results["train stage"].append(
                 {"fit_seconds": metrics["fit_seconds"], "test_accuracy": metrics["test_accuracy"],
-                 "process": p.seconds, "peak": p.peak_bytes}
+                 "scoring": metrics["epoch_scoring_seconds"], "process": p.seconds,
+                 "peak": p.peak_bytes}
             )  # fmt: skip
             # The train stage's last line is printed when its work is done: what follows is
             # its exit handlers and the interpreter's teardown.
@@ -563,6 +571,9 @@ def main() -> None:
         fit = statistics.median(r["fit_seconds"] for r in runs)
         sides[side] = {
             "fit": fit,
+            # Training alone: `fit` less the per-epoch scoring the seed's loop does not do.
+            "training": statistics.median(r["fit_seconds"] - r.get("scoring", 0) for r in runs),
+            "epoch_scoring": statistics.median(r.get("scoring", 0) for r in runs),
             "samples_per_second": samples * epochs / fit,
             "process": statistics.median(r["process"] for r in runs),
             "peak": max(r["peak"] for r in runs),

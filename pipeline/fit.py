@@ -134,7 +134,12 @@ def _epoch_callback(
         `loss_gap` (held-out minus train loss): overfitting is where these grow.
         """
 
+        # Seconds spent scoring, over all epochs: measurement, not training (the run record's
+        # `epoch_scoring_seconds`).
+        seconds = 0.0
+
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            start = time.perf_counter()
             logs = logs if logs is not None else {}
             if not math.isfinite(logs.get("loss", 0.0)):
                 # Nothing more can be learnt; stop, and fail the run with the reason.
@@ -152,6 +157,7 @@ def _epoch_callback(
             logs["test_accuracy"], logs["test_loss"] = scores
             logs["generalization_gap"] = logs["train_accuracy"] - logs[f"{heldout}_accuracy"]
             logs["loss_gap"] = logs[f"{heldout}_loss"] - logs["train_loss"]
+            self.seconds += time.perf_counter() - start
             metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
             tracking.log_metrics(metrics, step=epoch + 1, wait=False)
 
@@ -397,7 +403,9 @@ def fit(
                 "metrics": {
                     "fit_seconds": seconds,
                     "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
-                    # The final model's scoring of the fitted rows and the test set.
+                    # Of `fit_seconds`, the per-epoch scoring of the training subset and the
+                    # test set; and the final model's scoring of the fitted rows and the test set.
+                    "epoch_scoring_seconds": callbacks[0].seconds,
                     "scoring_seconds": scoring,
                     # The process's peak memory so far (a sweep's jobs share one process).
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
