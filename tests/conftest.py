@@ -212,3 +212,13 @@ def download_model(uri: str, run_id: str, dst: Path) -> Path:
         return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model", dst_path=str(dst)))
     finally:
         mlflow.set_tracking_uri(before)
+
+
+def assert_run_holds(run: object, metrics: dict) -> None:
+    """The MLflow run holds reports/metrics.json: its numbers as metrics, its names (the
+    `heldout` set) as tags."""
+    for key, value in metrics.items():
+        if isinstance(value, str):
+            assert run.data.tags[key] == value, key
+        else:
+            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9), key

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, python
+from conftest import OFFLINE, assert_run_holds, python
 
 SMALL = [*OFFLINE, "epochs=1", "data.train_samples=3000", "data.test_samples=1000"]
 
@@ -49,11 +49,7 @@ def test_single_run_fetches_data_trains_evaluates_and_logs(
     assert run.info.run_name == "mlp-elu-rmsprop-e1-b128"
     assert run.data.params["activation"] == "elu" and run.data.params["seed"] == "7"
     assert 0.5 < metrics["test_accuracy"] < 1  # 24 steps of training; chance is 0.1
-    for key, value in metrics.items():  # numbers are its metrics; `heldout` a tag
-        if isinstance(value, str):
-            assert run.data.tags[key] == value
-        else:
-            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
+    assert_run_holds(run, metrics)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_tree
+from conftest import assert_run_holds, copy_tree
 
 # Runs `dvc repro` on the full data.
 pytestmark = pytest.mark.slow
@@ -112,8 +112,7 @@ def test_dvc_run_is_in_the_project_store(reproduced) -> None:
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mlp-relu-rmsprop-e5-b128"
     assert run.data.tags["entry_point"] == "dvc"
-    for key, value in metrics.items():
-        assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
+    assert_run_holds(run, metrics)
     history = client(repo).get_metric_history(run_id, "epoch/train_accuracy")
     assert [m.step for m in history] == [1, 2, 3, 4, 5]
     # The data tag is the hash DVC itself recorded for the prepared data.

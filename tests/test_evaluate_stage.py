@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import OFFLINE, python
+from conftest import OFFLINE, assert_run_holds, python
 from omegaconf import OmegaConf
 
 SMALL = [*OFFLINE, "epochs=1", "data.train_samples=3000", "data.test_samples=1000",
@@ -46,11 +46,7 @@ def test_evaluate_stage_logs_its_reports_into_the_training_run(trained_stage) ->
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(json.loads((root / "models" / "run.json").read_text())["run_id"])
     assert run.info.status == "FINISHED"
-    for key, value in metrics.items():  # numbers are its metrics; `heldout` a tag
-        if isinstance(value, str):
-            assert run.data.tags[key] == value
-        else:
-            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9)
+    assert_run_holds(run, metrics)
     assert {f"test_accuracy_class_{d}" for d in range(10)} <= set(run.data.metrics)
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "per_class_accuracy.csv", "confusion.csv"} <= logged

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import config
+from conftest import assert_run_holds, config
 
 from pipeline import tracking
 from pipeline.data.prepared import load_prepared, read_aligned, split_validation
@@ -148,11 +148,8 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mlp-relu-rmsprop-e1-b128"
     assert client.get_experiment(run.info.experiment_id).name == "mnist"
-    for key, value in metrics.items():
-        if key == "heldout":  # a set's name: a tag
-            assert run.data.tags["heldout"] == value == "test"
-        else:
-            assert run.data.metrics[key] == pytest.approx(value, abs=1e-9), key
+    assert_run_holds(run, metrics)
+    assert run.data.tags["heldout"] == "test"
     params = run.data.params
     assert params["activation"] == "relu"
     assert params["model.hidden_units"] == "[512]"
