@@ -289,7 +289,8 @@ def fit(
         np.asarray(y_fit[:scored]),
         None if y_clean is None else y_clean[:scored],
     )
-    callbacks = [_epoch_callback(subset, (x_test, np.asarray(y_test)), heldout)]
+    per_epoch = _epoch_callback(subset, (x_test, np.asarray(y_test)), heldout)
+    callbacks = [per_epoch]
     if cfg.early_stopping.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -305,7 +306,9 @@ def fit(
     if progress is not None:
         if resumed is None:
             shutil.rmtree(progress, ignore_errors=True)  # start afresh
-        callbacks.append(keras.callbacks.BackupAndRestore(str(progress / "state")))
+        # First, so that an epoch is backed up before it is logged: the epochs an interrupted
+        # run has in MLflow are those a resume continues after.
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(progress / "state")))
     # Where the run's files are (model, predictions, reports): its job directory.
     tags = {
         **tagging.result(),
@@ -405,7 +408,7 @@ def fit(
                     "fit_samples_per_second": len(x_fit) * len(fitted.epoch) / seconds,
                     # Of `fit_seconds`, the per-epoch scoring of the training subset and the
                     # test set; and the final model's scoring of the fitted rows and the test set.
-                    "epoch_scoring_seconds": callbacks[0].seconds,
+                    "epoch_scoring_seconds": per_epoch.seconds,
                     "scoring_seconds": scoring,
                     # The process's peak memory so far (a sweep's jobs share one process).
                     "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -484,6 +487,16 @@ def _interrupted_run(progress: Path) -> str | None:
     """The MLflow run of an interrupted training of this configuration, if one left progress."""
     if (progress / "run.json").is_file() and (progress / "state").is_dir():
         run_id = json.loads((progress / "run.json").read_text())["run_id"]
+        # Keras' backup of the last completed epoch: its weights and its epoch number. An
+        # interruption while they were written leaves them unreadable.
+        metadata = progress / "state" / "training_metadata.json"
+        try:
+            json.loads(metadata.read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            if (progress / "state" / "latest.weights.h5").is_file() or metadata.exists():
+                print(f"train.resume: the saved progress of MLflow run {run_id} was cut off "
+                      "while it was written; starting afresh")  # fmt: skip
+                return None
         print(f"resuming MLflow run {run_id} from its last completed epoch")
         return run_id
     print("train.resume: no interrupted run of this configuration; starting afresh")

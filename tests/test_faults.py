@@ -261,3 +261,20 @@ def test_two_parallel_sweeps_on_one_sqlite_store_lose_no_run(make_project, tmp_p
     for child in children:
         history = client.get_metric_history(child.info.run_id, "epoch/test_accuracy")
         assert [m.step for m in history] == [1]
+
+
+def test_progress_cut_off_while_it_was_written_starts_afresh(tmp_path: Path, capsys) -> None:
+    from pipeline.fit import _interrupted_run
+
+    (tmp_path / "state").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "abc"}))
+    # Stopped before its first epoch was backed up: the run goes on from the start.
+    assert _interrupted_run(tmp_path) == "abc"
+    metadata = tmp_path / "state" / "training_metadata.json"
+    metadata.write_text(json.dumps({"epoch": 2}))
+    (tmp_path / "state" / "latest.weights.h5").write_bytes(b"weights")
+    assert _interrupted_run(tmp_path) == "abc"
+    # A signal while Keras wrote its backup leaves the epoch record empty: no resume.
+    metadata.write_text("")
+    assert _interrupted_run(tmp_path) is None
+    assert "cut off while it was written; starting afresh" in capsys.readouterr().out
