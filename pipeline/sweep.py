@@ -129,7 +129,33 @@ class MlflowSweep(Callback):
         tracking.end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
         global last_status, open_parent
         last_status, open_parent = status, None
-        print(f"MLflow sweep run {run_id} {status}", file=sys.stderr)
+        print(f"MLflow sweep run {run_id} {status} ({jobs_tag})", file=sys.stderr)
+        # A parallel launcher keeps each job's output in its own log: say here which jobs
+        # failed and why.
+        for line in _failures(sweep_dir, list(config.hydra.overrides.task), children):
+            print(line, file=sys.stderr)
+
+
+def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:
+    """One line per job of the sweep that did not finish: its number, what it set that the
+    other jobs did not, and why (its run's `error` tag, or that it left no run)."""
+    import yaml
+
+    runs = {run.data.tags.get("sweep_job"): run for run in children}
+    lines = []
+    for job_dir in sorted(sweep_dir.glob("[0-9]*/.hydra"), key=lambda p: int(p.parent.name)):
+        job = job_dir.parent.name
+        run = runs.get(job)
+        if run is not None and run.info.status == "FINISHED":
+            continue
+        overrides = yaml.safe_load((job_dir / "overrides.yaml").read_text())
+        varied = " ".join(o for o in overrides if o not in task)
+        if run is None:
+            why = f"left no run (its output: {job_dir.parent})"
+        else:
+            why = run.data.tags.get("error", f"run {run.info.run_id} {run.info.status}")
+        lines.append(f"job {job} ({varied}): {why}")
+    return lines
 
 
 def _close_open_parent(status: str, reason: str) -> None:

@@ -84,9 +84,11 @@ def _artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides for itself
 
 
-# What a store says while another process holds a lock on it (SQLite), or created the same
-# experiment a moment before (SQLite; PostgreSQL says "duplicate key value violates unique
-# constraint"): lower case, compared with the lower-cased message.
+# What a store says while another process holds a lock on it (SQLite), or added the same
+# experiment or dataset a moment before (MLflow looks for one, then adds it: two runs that
+# record the same new dataset at once both add it; SQLite says "UNIQUE constraint failed",
+# PostgreSQL "duplicate key value violates unique constraint"): lower case, compared with the
+# lower-cased message. Each call retried is one write that the store makes whole or not at all.
 _TRANSIENT = ("database is locked", "unique constraint")
 
 
@@ -94,7 +96,8 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
     """`call(*args, **kwargs)`, retried with backoff while the store is busy elsewhere.
 
     Parallel jobs share one SQLite file: SQLite waits for a lock only so long, and two
-    processes that find no store both try to create it. Other errors are raised at once.
+    processes that find no store (or no record of a dataset) both try to create it. Other
+    errors are raised at once.
     """
     for attempt in range(attempts):
         try:
@@ -398,7 +401,7 @@ def epoch_history(run_id: str) -> dict[str, list[float]]:
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
-    mlflow.log_params(params)
+    retrying(mlflow.log_params, params)
 
 
 @_recording
@@ -407,28 +410,28 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool =
     latency never stalls training (ending the run waits for them)."""
     import mlflow
 
-    mlflow.log_metrics(metrics, step=step, synchronous=wait)
+    retrying(mlflow.log_metrics, metrics, step=step, synchronous=wait)
 
 
 @_recording
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
-    mlflow.set_tags(tags)
+    retrying(mlflow.set_tags, tags)
 
 
 @_recording
 def log_artifact(path: Path, directory: str | None = None) -> None:
     import mlflow
 
-    mlflow.log_artifact(str(path), directory)
+    retrying(mlflow.log_artifact, str(path), directory)
 
 
 @_recording
 def log_text(text: str, name: str) -> None:
     import mlflow
 
-    mlflow.log_text(text, name)
+    retrying(mlflow.log_text, text, name)
 
 
 @_recording
@@ -461,7 +464,7 @@ def log_datasets(source: str, splits: list[list]) -> None:
         datasets.append(MetaDataset(resolved, name=name, digest=digest, schema=schema))
         contexts.append(context)
         tags.append({"rows": str(x_shape[0])})
-    mlflow.log_inputs(datasets, contexts, tags)
+    retrying(mlflow.log_inputs, datasets, contexts, tags)
 
 
 def active_uri() -> str:
@@ -487,11 +490,12 @@ def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     learning curves and history, config, model summary, and the model (MLflow's format)."""
     import mlflow
 
-    mlflow.log_metrics(record["metrics"])
-    mlflow.log_artifact(str(paths.learning_curves), "plots")
-    mlflow.log_artifact(str(paths.history))
-    mlflow.log_text(record["config"], "config.yaml")
-    mlflow.log_text(record["model_summary"], "model_summary.txt")
+    retrying(mlflow.log_metrics, record["metrics"])
+    retrying(mlflow.log_artifact, str(paths.learning_curves), "plots")
+    retrying(mlflow.log_artifact, str(paths.history))
+    retrying(mlflow.log_text, record["config"], "config.yaml")
+    retrying(mlflow.log_text, record["model_summary"], "model_summary.txt")
+    # One attempt: a second would log a second model.
     _log_model(paths.model, record["model"])
 
 

@@ -361,6 +361,11 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
                  "optimizer.learning_rate=1e30,0.001", *SMALL, check=False)  # fmt: skip
     assert result.returncode == 1
     assert "error: job 0: loss became NaN at epoch 1" in result.stderr
+    # The sweep's end repeats it (a parallel launcher keeps a job's output in its own log).
+    assert (
+        "FAILED (1 of 2 finished)\njob 0 (optimizer.learning_rate=1e+30): DivergedError: "
+        "loss became NaN at epoch 1\n" in result.stderr
+    )
     c = mlflow.MlflowClient(tracking_uri=uri)
     runs = c.search_runs([c.get_experiment_by_name("mnist").experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]

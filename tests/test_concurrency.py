@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -199,3 +200,52 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
     statuses = sorted(r.info.status for r in children)
     assert statuses == ["FINISHED"] * 6, (statuses, out[-3000:])
     assert all("test_accuracy" in r.data.metrics for r in children)
+
+
+# One process of the test below: once every process is ready (the file `go` holds the time to
+# start at), a run every 0.25 s, as a sweep's jobs start theirs, that records the round's
+# dataset, the same one (name and digest) at the same moment in every process: a race between
+# the processes to add it.
+_SAME_DATASET = """
+import sys, time
+from pathlib import Path
+from pipeline import tracking
+rounds = int(sys.argv[1])
+print("ready", flush=True)
+while not Path("go").exists():
+    time.sleep(0.005)
+start = float(Path("go").read_text())
+for i in range(rounds):
+    time.sleep(max(0.0, start + 0.25 * i - time.time()))
+    with tracking.active_run(Path.cwd(), "mnist", run_name=f"round{i}"):
+        tracking.log_datasets("/data/mnist", [["mnist-train", "training", f"round{i}",
+                                               (60000, 784), (60000, 10)]])
+"""
+
+
+@pytest.mark.slow  # six processes for 16 s: a race, run often enough to be seen
+def test_runs_started_together_record_the_same_dataset(tmp_path: Path) -> None:
+    """MLflow looks for a dataset before adding it: two runs that record a new one at the same
+    moment both add it, and one of them breaks the store's unique key. That run must not fail.
+    (Seen in a sweep of six jobs started at once, each recording the same training data.)"""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    rounds, processes = 16, 6
+    started = [
+        subprocess.Popen([sys.executable, "-c", _SAME_DATASET, str(rounds)], cwd=tmp_path,
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]  # fmt: skip
+    assert [p.stdout.readline() for p in started] == ["ready\n"] * processes
+    (tmp_path / "go").write_text(str(time.time() + 0.5))
+    errors = [p.communicate(timeout=120)[1] for p in started]
+    assert [p.returncode for p in started] == [0] * processes, "\n".join(errors)[-3000:]
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert len(runs) == rounds * processes and all(r.info.status == "FINISHED" for r in runs)
+    for run in runs:
+        (used,) = run.inputs.dataset_inputs
+        assert (used.dataset.name, used.dataset.digest) == ("mnist-train", run.info.run_name)

@@ -106,6 +106,31 @@ def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
         assert all("Job completed successfully" in log for log in logs)
 
 
+def test_a_sweeps_end_names_each_job_that_did_not_finish(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pipeline.sweep import _failures
+
+    task = ["activation=relu,elu", "seed=0,1", "epochs=1"]
+    for num, (activation, seed) in enumerate([("relu", 0), ("relu", 1), ("elu", 0), ("elu", 1)]):
+        (tmp_path / str(num) / ".hydra").mkdir(parents=True)
+        overrides = [f"activation={activation}", f"seed={seed}", "epochs=1"]
+        (tmp_path / str(num) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+    def run(job: int, status: str, **tags: str) -> SimpleNamespace:
+        tags = {"sweep_job": str(job), **tags}
+        info = SimpleNamespace(run_id=f"r{job}", status=status)
+        return SimpleNamespace(info=info, data=SimpleNamespace(tags=tags))
+
+    children = [run(0, "FINISHED"), run(1, "FAILED", error="DivergedError: loss became NaN"),
+                run(3, "KILLED")]  # fmt: skip
+    assert _failures(tmp_path, task, children) == [
+        "job 1 (activation=relu seed=1): DivergedError: loss became NaN",
+        f"job 2 (activation=elu seed=0): left no run (its output: {tmp_path / '2'})",
+        "job 3 (activation=elu seed=1): run r3 KILLED",
+    ]
+
+
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher."
 BASIC = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
