@@ -537,28 +537,32 @@ def main() -> None:
                 for side, r in results.items()
             ), flush=True)  # fmt: skip
 
-        jobs = 3 if args.tiny else 5
+        small = ["data.train_samples=2000", "data.test_samples=500", "epochs=1",
+                 "model.hidden_units=[64]"]  # fmt: skip
+        long_jobs = SETTLED + 2 if args.tiny else LONG_SWEEP
+        if args.tiny:
+            # One sweep of small jobs serves both sweep measurements: the tiny runs are small.
+            jobs, sweep_dir, sweep_args = long_jobs, work / "long-sweep", small
+        else:
+            jobs, sweep_dir, sweep_args = 5, work / "sweep", []
         print(f"a sweep of {jobs} jobs ...", flush=True)
-        sweep_dir = work / "sweep"
         seeds = ",".join(str(s) for s in range(jobs))
         p = run(
             [*python, "-m", "pipeline.train", "-m", f"seed={seeds}",
-             f"hydra.sweep.dir={sweep_dir}", *tiny],
+             f"hydra.sweep.dir={sweep_dir}", *sweep_args],
             repo, env,
         )  # fmt: skip
         sweep = {"jobs": jobs, "seconds": p.seconds, "fits": sweep_fits(uri, sweep_dir),
                  "overheads": job_overheads(sweep_dir)}  # fmt: skip
 
-        long_jobs = SETTLED + 2 if args.tiny else LONG_SWEEP
-        print(f"a sweep of {long_jobs} small jobs in one process ...", flush=True)
         long_dir = work / "long-sweep"
-        small = ["data.train_samples=2000", "data.test_samples=500", "epochs=1",
-                 "model.hidden_units=[64]"]  # fmt: skip
-        run(
-            [*python, "-m", "pipeline.train", "-m", f"seed=range({long_jobs})",
-             f"hydra.sweep.dir={long_dir}", *small],
-            repo, env,
-        )  # fmt: skip
+        if not args.tiny:
+            print(f"a sweep of {long_jobs} small jobs in one process ...", flush=True)
+            run(
+                [*python, "-m", "pipeline.train", "-m", f"seed=range({long_jobs})",
+                 f"hydra.sweep.dir={long_dir}", *small],
+                repo, env,
+            )  # fmt: skip
         long_sweep = sweep_peaks(uri, long_dir)
     finally:
         if stop_serving:

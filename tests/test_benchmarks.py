@@ -63,7 +63,7 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     assert rows["seed"][6:] == ["1.00x", "1.00", "1.00"]  # the ratios are against the seed
     assert "GFLOP/s at the seed's shapes" in table and "cores" in table
     assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
-    assert any(name.startswith("sweep of 3 jobs") for name in rows)
+    assert any(name.startswith("sweep of 7 jobs") for name in rows)  # --tiny: one sweep
     # Each job after the first, beyond its fit and scoring: measured from the jobs' starts.
     (steady,) = [cells for name, cells in rows.items() if name.startswith("sweep: each job")]
     assert 0 < float(steady[0].removesuffix(" s")) < 30 and steady[1] == "<= 3 s"
