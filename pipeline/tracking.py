@@ -21,6 +21,7 @@ import random
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -92,6 +93,10 @@ def _artifact_location(uri: str) -> str | None:
 _TRANSIENT = ("database is locked", "unique constraint")
 
 
+def _transient(err: BaseException) -> bool:
+    return any(t in str(err).lower() for t in _TRANSIENT)
+
+
 def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: Any) -> T:
     """`call(*args, **kwargs)`, retried with backoff while the store is busy elsewhere.
 
@@ -103,7 +108,7 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
         try:
             return call(*args, **kwargs)
         except Exception as err:
-            if attempt == attempts - 1 or not any(t in str(err).lower() for t in _TRANSIENT):
+            if attempt == attempts - 1 or not _transient(err):
                 raise
             time.sleep(0.25 * 2**attempt * (1 + random.random()))
     raise AssertionError("unreachable")
@@ -126,8 +131,10 @@ def _quick_answers() -> Iterator[None]:
 
 def _failure(uri: str, err: BaseException, when: str = "cannot use") -> TrackingError:
     """What went wrong with the store, in one line naming it."""
-    reason = f"{type(err).__name__}: {err}".splitlines()[0]
     text = str(err)
+    # SQLAlchemy puts a line about its session before the database's own error.
+    lines = [line for line in text.splitlines() if "Query-invoked autoflush" not in line]
+    reason = f"{type(err).__name__}: {lines[0] if lines else ''}"
     if "NameResolutionError" in text or "Name or service not known" in text:
         reason = "no such host (its name does not resolve)"
     elif "Connection refused" in text or "Failed to establish a new connection" in text:
@@ -328,8 +335,10 @@ def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[A
         print(f"MLflow run {run_id} is not in {tracking_uri(root)}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
     run = _recording(retrying)(mlflow.start_run, experiment_id=exp_id, **start_run_args)
+    _background.clear()  # a batch of an earlier run of this process is that run's
     try:
         yield run
+        _settle_background()
     except TrackingError:
         # The store failed: say nothing more to it than one quick attempt to close the run.
         with _quick_answers(), contextlib.suppress(*_store_errors()):
@@ -404,13 +413,42 @@ def log_params(params: dict[str, Any]) -> None:
     retrying(mlflow.log_params, params)
 
 
+# Metrics logged in the background (`log_metrics(wait=False)`) in the active run, with what
+# each batch held, until the run's end settles them (`_settle_background`).
+_background: list[tuple[Any, dict[str, float], int | None]] = []
+
+
 @_recording
 def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
     """Log into the active run; with `wait=False` in the background, so that the store's
-    latency never stalls training (ending the run waits for them)."""
+    latency never stalls training (the run's end checks that each batch was recorded)."""
     import mlflow
 
-    retrying(mlflow.log_metrics, metrics, step=step, synchronous=wait)
+    if wait:
+        retrying(mlflow.log_metrics, metrics, step=step)
+    else:
+        _background.append((mlflow.log_metrics(metrics, step=step, synchronous=False),
+                            metrics, step))  # fmt: skip
+
+
+@_recording
+def _settle_background() -> None:
+    """Wait for the metrics logged in the background, and log again, in the foreground, each
+    batch the store refused (MLflow's logging thread only says so in its log): a run never
+    ends with an epoch silently missing. A store that still refuses raises its error."""
+    import mlflow
+
+    if _background:
+        mlflow.flush_async_logging()  # now, not at the logging thread's next interval
+    batches = _background.copy()
+    _background.clear()
+    for operations, metrics, step in batches:
+        try:
+            operations.wait()
+        except Exception:
+            retrying(mlflow.log_metrics, metrics, step=step)
+            print(f"MLflow: the metrics of step {step}, refused in the background, are logged",
+                  file=sys.stderr)  # fmt: skip
 
 
 @_recording

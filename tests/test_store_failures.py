@@ -192,3 +192,55 @@ def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
                env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
         again = client.get_metric_history(run.info.run_id, "epoch/test_accuracy")
         assert len(again) == 4
+
+
+# Two runs that log an epoch's metrics in the background while the SQLite store refuses every
+# new metric (a trigger on its table raising "disk I/O error"): in the first the store lets
+# them in again before the run ends, in the second it never does.
+_REFUSED_IN_THE_BACKGROUND = """
+import sqlite3, sys
+from pathlib import Path
+import mlflow
+from pipeline import tracking
+store = sqlite3.connect(sys.argv[1])
+for recovers in (True, False):
+    with tracking.active_run(Path.cwd(), "mnist") as run:
+        print(run.info.run_id, flush=True)
+        store.execute("CREATE TRIGGER refuse BEFORE INSERT ON metrics "
+                      "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
+        store.commit()
+        tracking.log_metrics({"epoch/test_accuracy": 0.5}, step=1, wait=False)
+        mlflow.flush_async_logging()  # the batch is tried, and refused
+        if recovers:
+            store.execute("DROP TRIGGER refuse")
+            store.commit()
+"""
+
+
+@pytest.mark.slow  # two runs in a process of their own
+def test_metrics_logged_in_the_background_are_never_lost_silently(tmp_path: Path) -> None:
+    """A batch the store refused is logged again before the run ends; if the store still
+    refuses, the run's logging ends in one line naming the store and its error."""
+    import mlflow
+
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    result = python(tmp_path, "-c", _REFUSED_IN_THE_BACKGROUND, str(database),
+                    env={"MLFLOW_TRACKING_URI": uri}, check=False)  # fmt: skip
+    # MLflow's logging thread was refused, and only said so in its log.
+    assert result.stderr.count("Failed to log run data") == 2
+    assert "(sqlite3.IntegrityError) disk I/O error" in result.stderr
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    recovered, failing = (client.get_run(i) for i in result.stdout.split())
+    history = client.get_metric_history(recovered.info.run_id, "epoch/test_accuracy")
+    assert "MLflow: the metrics of step 1, refused in the background, are logged" in (result.stderr)
+    assert recovered.info.status == "FINISHED"
+    assert [(m.step, m.value) for m in history] == [(1, 0.5)]
+    # The store that still refuses: its error, in one line, and the run FAILED.
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "pipeline.errors.TrackingError: MLflow: lost the tracking store "
+        f"{uri}: MlflowException: (sqlite3.IntegrityError) disk I/O error"
+    )
+    assert failing.info.status == "FAILED"
+    assert client.get_metric_history(failing.info.run_id, "epoch/test_accuracy") == []
