@@ -6,7 +6,9 @@ import argparse
 import errno
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from omegaconf import DictConfig
@@ -27,6 +29,28 @@ def handle_signals() -> None:
     """Make SIGTERM interrupt the process the way SIGINT does (it would otherwise end it on
     the spot, leaving its MLflow run RUNNING forever)."""
     signal.signal(signal.SIGTERM, _terminate)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then act on them as usual: work that must
+    be whole (an epoch's backup together with its logging) is never cut in the middle. Outside
+    the main thread, where Python runs no signal handler, the block runs as it is."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    saved = {s: signal.getsignal(s) for s in signals}
+    if threading.current_thread() is not threading.main_thread() or None in saved.values():
+        yield  # (a handler not set from Python cannot be put back)
+        return
+    held: list[int] = []
+    for s in signals:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def interrupted(err: KeyboardInterrupt) -> None:

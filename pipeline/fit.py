@@ -27,7 +27,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import plots, predictions, tracking
-from pipeline.cli import run_stage
+from pipeline.cli import run_stage, signals_held
 from pipeline.config import Distribute, validate
 from pipeline.data.idx import file_sha256, read_manifest
 from pipeline.data.noise import relabel
@@ -137,6 +137,9 @@ def _epoch_callback(
         # Seconds spent scoring, over all epochs: measurement, not training (the run record's
         # `epoch_scoring_seconds`).
         seconds = 0.0
+        # The backup of the last completed epoch (for `train.resume`), if kept: written here,
+        # with the epoch's logging, so that an interruption never leaves one without the other.
+        backup: Any = None
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             start = time.perf_counter()
@@ -159,9 +162,29 @@ def _epoch_callback(
             logs["loss_gap"] = logs[f"{heldout}_loss"] - logs["train_loss"]
             self.seconds += time.perf_counter() - start
             metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
-            tracking.log_metrics(metrics, step=epoch + 1, wait=False)
+            # An epoch backed up is an epoch in the run, and the other way round: a resume
+            # continues after the last epoch the run holds, having lost none.
+            with signals_held():
+                if self.backup is not None:
+                    self.backup.save(epoch, logs)
+                tracking.log_metrics(metrics, step=epoch + 1, wait=False)
 
     return EpochMetrics()
+
+
+def _epoch_backup(directory: Path) -> Any:
+    """Keras' BackupAndRestore into `directory`, but saving only when told to (`save`): the
+    epoch callback saves it together with the epoch's logging."""
+    import keras
+
+    class EpochBackup(keras.callbacks.BackupAndRestore):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            pass  # saved by EpochMetrics instead
+
+        def save(self, epoch: int, logs: dict | None = None) -> None:
+            super().on_epoch_end(epoch, logs)
+
+    return EpochBackup(str(directory))
 
 
 def _strategy(cfg: DictConfig) -> tuple[Any, int]:
@@ -306,9 +329,9 @@ def fit(
     if progress is not None:
         if resumed is None:
             shutil.rmtree(progress, ignore_errors=True)  # start afresh
-        # First, so that an epoch is backed up before it is logged: the epochs an interrupted
-        # run has in MLflow are those a resume continues after.
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(progress / "state")))
+        # First, so that a resume restores the weights and the epoch before anything else.
+        per_epoch.backup = _epoch_backup(progress / "state")
+        callbacks.insert(0, per_epoch.backup)
     # Where the run's files are (model, predictions, reports): its job directory.
     tags = {
         **tagging.result(),

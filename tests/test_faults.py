@@ -183,6 +183,31 @@ def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     assert progress == []  # dropped once complete
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_held_work_interrupts_right_after_it(signum: int) -> None:
+    """An epoch's backup and its logging happen whole (pipeline.fit): a signal that comes
+    during them is acted on once they are done, as it would have been."""
+    from pipeline.cli import Terminated, handle_signals, signals_held
+
+    saved = signal.getsignal(signal.SIGTERM)
+    handle_signals()  # SIGTERM raises Terminated, as in the commands
+    done = []
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            with signals_held():
+                signal.raise_signal(signum)
+                done.append("backup")  # not cut off by the signal
+                done.append("logging")
+        assert done == ["backup", "logging"]
+        assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)
+        # And the usual handling is back.
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signum)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+
+
 @pytest.fixture(params=["size=256k", "ro"], ids=["disk-full", "read-only"])
 def bad_disk(request: pytest.FixtureRequest, tmp_path: Path):
     """A real file system that is full (256 KiB) or read-only, mounted for the test."""
