@@ -446,7 +446,7 @@ def _settle_background() -> None:
         try:
             operations.wait()
         except Exception:
-            retrying(mlflow.log_metrics, metrics, step=step)
+            log_metrics(metrics, step=step)
             print(f"MLflow: the metrics of step {step}, refused in the background, are logged",
                   file=sys.stderr)  # fmt: skip
 
@@ -526,13 +526,12 @@ def per_class_key(index: int) -> str:
 def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     """Log what training left in the job directory into the active run: the fit metrics,
     learning curves and history, config, model summary, and the model (MLflow's format)."""
-    import mlflow
 
-    retrying(mlflow.log_metrics, record["metrics"])
-    retrying(mlflow.log_artifact, str(paths.learning_curves), "plots")
-    retrying(mlflow.log_artifact, str(paths.history))
-    retrying(mlflow.log_text, record["config"], "config.yaml")
-    retrying(mlflow.log_text, record["model_summary"], "model_summary.txt")
+    log_metrics(record["metrics"])
+    log_artifact(paths.learning_curves, "plots")
+    log_artifact(paths.history)
+    log_text(record["config"], "config.yaml")
+    log_text(record["model_summary"], "model_summary.txt")
     # One attempt: a second would log a second model.
     _log_model(paths.model, record["model"])
 

@@ -193,11 +193,10 @@ def test_a_signal_during_held_work_interrupts_right_after_it(signum: int) -> Non
     handle_signals()  # SIGTERM raises Terminated, as in the commands
     done = []
     try:
-        with pytest.raises(KeyboardInterrupt) as raised:
-            with signals_held():
-                signal.raise_signal(signum)
-                done.append("backup")  # not cut off by the signal
-                done.append("logging")
+        with pytest.raises(KeyboardInterrupt) as raised, signals_held():
+            signal.raise_signal(signum)
+            done.append("backup")  # not cut off by the signal
+            done.append("logging")
         assert done == ["backup", "logging"]
         assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)
         # And the usual handling is back.
