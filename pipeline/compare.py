@@ -4,17 +4,17 @@
     python -m pipeline.compare --filter "params.activation = 'elu'"
     python -m pipeline.compare --parent <sweep run id> --top 5 --out reports/compare
     python -m pipeline.compare --per-run                       # one row per run
+    python -m pipeline.compare --detect 0.001                  # seeds to tell 0.1% apart
 
-Reads the runs through MLflow's client, so it works against any tracking URI (the project's
-SQLite store by default, or a tracking server through MLFLOW_TRACKING_URI). Runs whose params
-are equal but for `seed` are replicates of one configuration: the table has a row per
-configuration with n, mean and std of train accuracy, test accuracy and gap, and the 95% t
-interval of the mean test accuracy, sorted by that mean. `vs_best` says how each compares
-with the best: "tie" when not distinguishable (95% t intervals of the mean test accuracy
-overlap), "worse" when they do not, "n<2" when either has a single run (no interval). Under
---out: table.md and table.csv, accuracy.png (train and test accuracy side by side per
-configuration, error bars of one std, the gap annotated) and curves.png (per-epoch mean train
-versus test accuracy, a band of one std). --per-run gives today's table of runs instead.
+Reads the runs through MLflow's client, so it works against any tracking URI. Runs whose params
+are equal but for `seed` are replicates of one configuration: a row per configuration with n,
+mean and std of each accuracy and the gap. Configurations are ranked on mean validation
+accuracy when every run has one (`val_split > 0`), else on mean test accuracy (which makes the
+best's test score optimistic: the choice looked at it). Each is tested against the best with
+Welch's t-test, Holm-adjusted over the report's comparisons: `worse` below 5%, else `tie`, with
+the seeds a 5% test would need to see the difference with 80% power. Under --out: table.md,
+table.csv, accuracy.png (train and test accuracy per configuration, error bars of one std) and
+curves.png (per-epoch mean train versus test accuracy, a band of one std).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import csv
 import io
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +34,30 @@ from pipeline.io import write_text
 
 COLUMNS = (
     "run", "data", "model", "activation", "optimizer", "epochs", "batch_size",
-    "train_accuracy", "test_accuracy", "gap", "duration_s",
+    "train_accuracy", "val_accuracy", "test_accuracy", "gap", "duration_s",
 )  # fmt: skip
 GROUP_COLUMNS = (
     "config", "data", "model", "activation", "optimizer", "epochs", "batch_size", "n", "seeds",
-    "train_accuracy_mean", "train_accuracy_std", "test_accuracy_mean", "test_accuracy_std",
-    "test_accuracy_ci_low", "test_accuracy_ci_high", "gap_mean", "gap_std", "vs_best",
+    "train_accuracy_mean", "train_accuracy_std", "val_accuracy_mean", "val_accuracy_std",
+    "test_accuracy_mean", "test_accuracy_std", "test_accuracy_ci_low", "test_accuracy_ci_high",
+    "gap_mean", "gap_std", "ranked_on", "diff_vs_best", "diff_ci_low", "diff_ci_high",
+    "p_value", "p_holm", "vs_best", "seeds_needed",
 )  # fmt: skip
 # Summarised over each configuration's runs.
-METRICS = ("train_accuracy", "test_accuracy", "gap")
+METRICS = ("train_accuracy", "val_accuracy", "test_accuracy", "gap")
+# What configurations are ranked on: validation when every run has it (the test set is then
+# looked at only to report), else the test set.
+VALIDATION, TEST = "val_accuracy", "test_accuracy"
+NAMES = {VALIDATION: "validation accuracy", TEST: "test accuracy"}
 # Train accuracy on the true labels, of runs with label noise (summarised where all have it).
 CLEAN = "train_clean_accuracy"
 # What `study_report` draws per epoch, from the runs' `epoch/<name>` histories.
 EPOCH_METRICS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss")
 # The printed and markdown table of configurations.
-SHOWN = ("config", "n", "train", "test", "95% CI", "gap", "vs_best")
-RULE = "not distinguishable: 95% t intervals of the mean test accuracy overlap"
+SHOWN = (
+    "config", "n", "train", "val", "test", "95% CI", "gap", "best - this [95% CI]", "p_holm",
+    "vs_best", "seeds_needed",
+)  # fmt: skip
 # How many runs' (or groups') curves one chart can show legibly.
 MAX_CURVES = 10
 
@@ -63,7 +72,8 @@ def find_runs(
     parent: str | None = None,
     top: int | None = None,
 ) -> list[Any]:
-    """Evaluated runs (those with a test accuracy), best test accuracy first.
+    """Evaluated runs (those with a test accuracy), best first on the ranking metric
+    (`ranking_metric`: validation accuracy when every run has one, else test accuracy).
 
     Args:
         experiment: MLflow experiment name.
@@ -76,9 +86,9 @@ def find_runs(
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
     root = Path.cwd()
     try:
-        runs = tracking.search_runs(
-            root, experiment, " and ".join(clauses), ["metrics.test_accuracy DESC"], top or 1000
-        )
+        # All of them: which metric ranks them (and so which are the top ones) depends on
+        # whether every one has a validation score.
+        runs = tracking.search_runs(root, experiment, " and ".join(clauses), [], 50_000)
     except ValueError as err:
         raise NoRunsError(f"bad filter {filter_string!r}: {err}") from None
     if runs is None:
@@ -87,7 +97,14 @@ def find_runs(
         scope = [c for c in (filter_string, parent and f"sweep {parent}") if c]
         matching = f" matching {' and '.join(scope)}" if scope else ""
         raise NoRunsError(f"no evaluated runs in experiment {experiment!r}{matching}")
-    return runs
+    metric = VALIDATION if all(VALIDATION in r.data.metrics for r in runs) else TEST
+    runs.sort(key=lambda r: -r.data.metrics[metric])
+    return runs[:top]
+
+
+def ranking_metric(rows: list[dict[str, Any]]) -> str:
+    """`val_accuracy` when every row has one, else `test_accuracy`."""
+    return VALIDATION if all(not math.isnan(r.get(VALIDATION, math.nan)) for r in rows) else TEST
 
 
 def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
@@ -110,9 +127,11 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
                 "optimizer": params.get("optimizer.name", "?"),
                 "epochs": params.get("epochs", "?"),
                 "batch_size": params.get("batch_size", "?"),
-                "train_accuracy": metrics.get("train_accuracy", float("nan")),
+                "train_accuracy": metrics.get("train_accuracy", nan),
+                # The final model on the validation rows (evaluate, with val_split > 0).
+                "val_accuracy": metrics.get(VALIDATION, nan),
                 "test_accuracy": metrics["test_accuracy"],
-                "gap": metrics.get("generalization_gap", float("nan")),
+                "gap": metrics.get("generalization_gap", nan),
                 CLEAN: clean,
                 "duration_s": round((end - run.info.start_time) / 1000, 1),
                 "run_id": run.info.run_id,
@@ -133,21 +152,40 @@ def _number(text: str) -> float | None:
     return int(value) if value.is_integer() else value
 
 
-def _versus(group: dict[str, Any], best: dict[str, Any]) -> str:
-    if group is best:
-        return "best"
-    verdict = stats.overlaps(group["test_summary"], best["test_summary"])
-    return {None: "n<2", True: "tie", False: "worse"}[verdict]
+def _against_best(groups: list[dict[str, Any]], metric: str) -> None:
+    """Set each group's test against the best (`groups[0]`) on `metric`: the difference and
+    its 95% Welch interval, Welch's p, Holm's p over all the comparisons, the verdict, and for
+    a tie the seeds per configuration that would show its difference."""
+    best = groups[0]
+    for group in groups:
+        untested = dict.fromkeys(("diff_ci_low", "diff_ci_high", "p_value", "p_holm"), math.nan)
+        group.update(untested, seeds_needed=math.nan, vs_best="n<2")
+        group["diff_vs_best"] = best[f"{metric}_mean"] - group[f"{metric}_mean"]
+    best["vs_best"] = "best"
+    tested = [g for g in groups[1:] if g["n"] >= 2 and best["n"] >= 2]
+    for group in tested:
+        test = stats.welch(best["samples"], group["samples"])
+        group.update(diff_ci_low=test.ci_low, diff_ci_high=test.ci_high, p_value=test.p)
+    adjusted = stats.holm([g["p_value"] for g in tested])
+    for group, p in zip(tested, adjusted, strict=True):
+        group["p_holm"] = p
+        group["vs_best"] = "worse" if p < stats.ALPHA else "tie"
+        if group["vs_best"] == "tie":
+            std = stats.pooled_std(best["samples"], group["samples"])
+            group["seeds_needed"] = stats.seeds_needed(group["diff_vs_best"], std)
 
 
 def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration (runs whose params are equal but for `seed`), best mean test
-    accuracy first, with the columns of GROUP_COLUMNS.
+    """One row per configuration (runs whose params are equal but for `seed`), the best first,
+    with the columns of GROUP_COLUMNS.
 
-    `config` names the params that differ between the configurations (the run name when none
-    does); `vs_best` is "best", "tie" (95% t intervals of the mean test accuracy overlap: not
-    distinguishable), "worse", or "n<2" (either has a single run: no interval to compare).
+    The ranking metric (`ranked_on`) is the mean validation accuracy when every run has one,
+    else the mean test accuracy. `config` names the params that differ between the
+    configurations (the run name when none does). Each configuration with n >= 2 is tested
+    against the best (`_against_best`): `vs_best` is "best", "worse" (Holm-adjusted Welch p
+    below 5%), "tie", or "n<2" (it or the best has a single run: nothing to test).
     """
+    metric = ranking_metric(rows)
     members: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         config = tuple(sorted((k, v) for k, v in row["params"].items() if k != "seed"))
@@ -166,19 +204,44 @@ def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             (r["seed"] for r in runs), key=lambda s: (_number(s) is None, _number(s) or 0, s)
         )
         group["seeds"] = ",".join(seeds)
-        summaries = {m: stats.summary([r[m] for r in runs]) for m in METRICS}
+        summaries = {m: stats.summary([r.get(m, math.nan) for r in runs]) for m in METRICS}
         if not any(math.isnan(r.get(CLEAN, math.nan)) for r in runs):  # label noise
             summaries[CLEAN] = stats.summary([r[CLEAN] for r in runs])
-        for metric, summary in summaries.items():
-            group[f"{metric}_mean"], group[f"{metric}_std"] = summary.mean, summary.std
-        group["test_summary"] = test = summaries["test_accuracy"]  # for vs_best
+        for name, summary in summaries.items():
+            group[f"{name}_mean"], group[f"{name}_std"] = summary.mean, summary.std
+        test = summaries["test_accuracy"]
         group["test_accuracy_ci_low"], group["test_accuracy_ci_high"] = test.ci_low, test.ci_high
+        group["ranked_on"], group["samples"] = metric, [r[metric] for r in runs]
         group["params"], group["run_ids"] = params, [r["run_id"] for r in runs]
         groups.append(group)
-    groups.sort(key=lambda g: -g["test_accuracy_mean"])
-    for group in groups:
-        group["vs_best"] = _versus(group, groups[0])
+    groups.sort(key=lambda g: -g[f"{metric}_mean"])
+    _against_best(groups, metric)
     return groups
+
+
+def rule(groups: list[dict[str, Any]]) -> str:
+    """The report's header: what ranks the configurations, the test that marks them, and the
+    resolution (the smallest difference its number of seeds detects with 80% power)."""
+    metric = groups[0]["ranked_on"]
+    ranked = "Configurations ranked on validation"
+    if metric == TEST:
+        ranked = "Configurations ranked on the test set: the best's test score is optimistic"
+    compared = sum(not math.isnan(g["p_holm"]) for g in groups)
+    text = (
+        f"{ranked}. Each configuration against the best: Welch's t-test of the difference "
+        f"of mean {NAMES[metric]}, Holm-adjusted over {compared} comparisons; "
+        f"worse when p_holm < {stats.ALPHA:g}, else tie."
+    )
+    spread = [g for g in groups if g["n"] >= 2]
+    if not spread:
+        return f"{text} With one run per configuration nothing can be tested: run more seeds."
+    n = int(statistics.median(g["n"] for g in spread))
+    std = statistics.median(g[f"{metric}_std"] for g in spread)
+    resolution = stats.detectable_difference(n, std)
+    return (
+        f"{text} With {n} seeds per configuration, differences below {resolution:.2%} are "
+        f"not detectable (80% power at the median std {std:.4f}): a tie is not an equality."
+    )
 
 
 def _cell(value: Any) -> str:
@@ -186,21 +249,48 @@ def _cell(value: Any) -> str:
 
 
 def _plus_minus(group: dict[str, Any], metric: str) -> str:
-    std = group[f"{metric}_std"]
-    return f"{group[f'{metric}_mean']:.4f} ± " + ("-" if math.isnan(std) else f"{std:.4f}")
+    mean, std = group[f"{metric}_mean"], group[f"{metric}_std"]
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.4f} ± " + ("-" if math.isnan(std) else f"{std:.4f}")
+
+
+def _difference(group: dict[str, Any]) -> str:
+    """best - this, with its 95% Welch interval when it was tested."""
+    diff, low, high = group["diff_vs_best"], group["diff_ci_low"], group["diff_ci_high"]
+    interval = "" if math.isnan(low) else f" [{low:+.4f}, {high:+.4f}]"
+    return f"{diff:+.4f}{interval}"
+
+
+def _p(p: float) -> str:
+    return "-" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _group_cells(group: dict[str, Any]) -> list[str]:
     low, high = group["test_accuracy_ci_low"], group["test_accuracy_ci_high"]
+    seeds = group["seeds_needed"]
     return [
         group["config"],
         str(group["n"]),
         _plus_minus(group, "train_accuracy"),
+        _plus_minus(group, "val_accuracy"),
         _plus_minus(group, "test_accuracy"),
         "-" if math.isnan(low) else f"[{low:.4f}, {high:.4f}]",
         _plus_minus(group, "gap"),
+        _difference(group),
+        _p(group["p_holm"]),
         group["vs_best"],
+        "-" if math.isnan(seeds) else (f">{stats.MAX_SEEDS}" if math.isinf(seeds) else str(seeds)),
     ]
+
+
+def _group_table(groups: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[list[str]]]:
+    """The header and cells of the configurations' table: without the validation column
+    when no run has a validation score."""
+    cells = [_group_cells(g) for g in groups]
+    if all(math.isnan(g["val_accuracy_mean"]) for g in groups):
+        return SHOWN[:3] + SHOWN[4:], [c[:3] + c[4:] for c in cells]
+    return SHOWN, cells
 
 
 def _markdown(header: tuple[str, ...], cells: list[list[str]]) -> str:
@@ -226,7 +316,7 @@ def text_table(rows: list[dict[str, Any]]) -> str:
 
 def group_text_table(groups: list[dict[str, Any]]) -> str:
     """The configurations as printed: mean ± std cells (std `-` for a single run)."""
-    return _text(SHOWN, [_group_cells(g) for g in groups])
+    return _text(*_group_table(groups))
 
 
 def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
@@ -285,8 +375,8 @@ def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> 
     curve per configuration (the groups of `group_rows`); return them."""
     _write_csv(out / "table.csv", (*GROUP_COLUMNS, "run_ids"),
                [{**g, "run_ids": " ".join(g["run_ids"])} for g in groups])  # fmt: skip
-    cells = [_group_cells(g) for g in groups]
-    write_text(out / "table.md", f"# {title}\n\n{RULE}.\n\n" + _markdown(SHOWN, cells))
+    text = f"# {title}\n\n{rule(groups)}\n\n" + _markdown(*_group_table(groups))
+    write_text(out / "table.md", text)
 
     plots.accuracy_bars(
         [g["config"] for g in groups],
@@ -394,20 +484,45 @@ def compare(
     rows = rows_of(find_runs(experiment, filter_string, parent, top))
     if per_run:
         print(text_table(rows))
-        write_report(rows, out, f"{experiment}: {len(rows)} runs by test accuracy")
+        metric = NAMES[ranking_metric(rows)]
+        write_report(rows, out, f"{experiment}: {len(rows)} runs by {metric}")
     else:
         groups = group_rows(rows)
         print(group_text_table(groups))
-        print(f"\n{RULE}")
+        print(f"\n{rule(groups)}")
+        metric = NAMES[groups[0]["ranked_on"]]
         title = f"{experiment}: {len(groups)} configurations of {len(rows)} runs"
-        write_groups_report(groups, out, f"{title} by mean test accuracy")
+        write_groups_report(groups, out, f"{title} by mean {metric}")
         rows = groups
     print(f"\nwrote {out}/table.md, table.csv, accuracy.png, curves.png")
     return rows
 
 
+def plan_seeds(groups: list[dict[str, Any]], difference: float) -> list[str]:
+    """Per configuration with n >= 2: the seeds per configuration at which a two-sided 5%
+    t-test would detect `difference` with 80% power, given its measured std."""
+    lines = []
+    for group in groups:
+        if group["n"] < 2:
+            continue
+        metric = group["ranked_on"]
+        std = group[f"{metric}_std"]
+        seeds = stats.seeds_needed(difference, std)
+        needed = f"more than {stats.MAX_SEEDS:,}" if math.isinf(seeds) else f"{seeds}"
+        lines.append(
+            f"{group['config']}: {needed} seeds per configuration to detect {difference:.2%} "
+            f"with 80% power ({metric} std {std:.4f} over {group['n']} runs)"
+        )
+    if not lines:
+        raise NoRunsError(
+            "no configuration has 2 runs or more to measure a std from: run several seeds "
+            "(seed=0,1,2)"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Compare MLflow runs by test accuracy and overfitting."""
+    """Compare MLflow runs by accuracy and overfitting."""
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
@@ -422,10 +537,26 @@ def main(argv: list[str] | None = None) -> None:
         "--per-run", action="store_true",
         help="a row per run, instead of per configuration (runs equal but for their seed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--detect",
+        type=float,
+        metavar="DIFF",
+        help="print the seeds per configuration that would detect an accuracy difference of "
+        "DIFF (0.001 = 0.1%%) with 80%% power; writes nothing",
+    )
     args = parser.parse_args(argv)
     if args.top is not None and args.top < 1:
         parser.error(f"--top: invalid value {args.top}; must be a positive integer")
+    if args.detect is not None and not 0 < args.detect < 1:
+        parser.error(
+            f"--detect: invalid value {args.detect}; must be an accuracy difference between "
+            "0 and 1 (0.001 is 0.1%)"
+        )
     try:
+        if args.detect is not None:
+            runs = find_runs(args.experiment, args.filter, args.parent, args.top)
+            print("\n".join(plan_seeds(group_rows(rows_of(runs)), args.detect)))
+            return
         compare(args.experiment, args.filter, args.parent, args.top, args.out, args.per_run)
     except NoRunsError as err:
         fail(err)

@@ -1,4 +1,5 @@
-"""Stage 4, evaluate: score the trained model on the full training and test sets, from the
+"""Stage 4, evaluate: score the trained model on the rows it was fitted on, the validation
+rows (with `val_split > 0`: `val_accuracy`, `val_loss`) and the test set, from the
 class probabilities the train stage saved with it (`dvc repro evaluate`, or
 `python -m pipeline.evaluate`).
 
@@ -37,12 +38,44 @@ GALLERY = 24
 _RETRAIN = "re-run the train stage (`dvc repro train`)"
 
 
+def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> dict[str, np.ndarray]:
+    """The labels of each split the predictions are on (`train`: the rows fitted on, `test`,
+    and `val` with a validation split), once each split's data digest is the one the
+    predictions were made on."""
+    (x_train, y_train), (_, y_test) = load_prepared(paths, "train"), load_prepared(paths, "test")
+    # Training accuracy is of what the model was fitted on: without the validation split,
+    # the first data.fit_samples (slices of the memory maps: nothing is read).
+    val_split, fit_samples = cfg.val_split, cfg.data.fit_samples
+    _, y_fit, _, y_val = split_validation(x_train, y_train, val_split, fit_samples)
+    meta = read_meta(paths)
+    labels = {"train": y_fit, "test": y_test}
+    rows = {"train": (0, len(y_fit)), "test": (0, len(y_test))}
+    if len(y_val) and "val" in probs:  # the training split's last rows
+        labels["val"] = y_val
+        rows["val"] = (len(y_train) - len(y_val), len(y_train))
+    for split in labels:
+        source = "train" if split == "val" else split
+        if probs[f"{split}_digest"] != split_digest(meta, source, *rows[split]):
+            raise DataError(
+                f"{paths.predictions} holds predictions on other {split} data than "
+                f"{paths.prepared} with val_split={val_split} and data.fit_samples="
+                f"{fit_samples}; {_RETRAIN}"
+            )
+    if len(y_val) and "val" not in probs:
+        raise DataError(
+            f"{paths.predictions} holds no predictions on the validation rows that "
+            f"val_split={val_split} holds out; {_RETRAIN}"
+        )
+    return labels
+
+
 def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarray]:
     """The run record, the predictions, the labels of each split and the test images, once
     each is known to belong with the others: the predictions were made by this run's model
     file, on these data, with these labels.
 
-    The labels are `train` (those fitted on), `test`, and with label noise `train_clean`."""
+    The labels are `train` (those fitted on), `test`, with `val_split > 0` `val`, and with
+    label noise `train_clean`."""
     if not paths.model.is_file():
         raise ModelError(f"no model at {paths.model}; {_RETRAIN}")
     try:
@@ -60,23 +93,7 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarra
             f"{paths.model} is not the model MLflow run {run['run_id']} trained (its checksum "
             f"differs from the one the run recorded); {_RETRAIN}"
         )
-    (x_train, y_train), (x_test, y_test) = (
-        load_prepared(paths, "train"),
-        load_prepared(paths, "test"),
-    )
-    # Training accuracy is of what the model was fitted on: without the validation split,
-    # the first data.fit_samples (slices of the memory maps: nothing is read).
-    val_split, fit_samples = cfg.val_split, cfg.data.fit_samples
-    _, y_fit, _, _ = split_validation(x_train, y_train, val_split, fit_samples)
-    meta = read_meta(paths)
-    labels = {"train": y_fit, "test": y_test}
-    for split, y in labels.items():
-        if probs[f"{split}_digest"] != split_digest(meta, split, 0, len(y)):
-            raise DataError(
-                f"{paths.predictions} holds predictions on other {split} data than "
-                f"{paths.prepared} with val_split={val_split} and data.fit_samples="
-                f"{fit_samples}; {_RETRAIN}"
-            )
+    labels = _labels(cfg, paths, probs)
     noise = cfg.data.label_noise
     if (probs["label_noise"], probs["noise_seed"] if noise else None) != (
         noise,
@@ -89,8 +106,8 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarra
         )
     if noise:  # the same labels the train stage fitted on: the same fraction, the same seed
         labels["train_clean"] = labels["train"]
-        labels["train"] = relabel(np.asarray(y_fit), noise, cfg.seed)[0]
-    return run, probs, labels, x_test
+        labels["train"] = relabel(np.asarray(labels["train"]), noise, cfg.seed)[0]
+    return run, probs, labels, load_prepared(paths, "test")[0]
 
 
 def evaluate(

@@ -399,12 +399,14 @@ def fit(
             # the store fails they are the run (`python -m pipeline.tracking log <job dir>`).
             with atomic_path(paths.model) as tmp:
                 model.save(tmp)
-            # The saved model's class probabilities on what it was fitted on and on the test
-            # set, with what identifies them: evaluate reports on these (pipeline.predictions).
+            # The saved model's class probabilities on what it was fitted on, the validation
+            # rows and the test set, with what identifies them: evaluate reports on these.
             model_sha256 = file_sha256(paths.model)
             scoring = time.perf_counter()
             scores = {"train": (probabilities(model, x_fit), splits[0][2]),
                       "test": (probabilities(model, x_test), splits[-1][2])}  # fmt: skip
+            if n_val:  # the final model (early stopping's restored weights) on validation
+                scores["val"] = (probabilities(model, x_val), splits[1][2])
             scoring = time.perf_counter() - scoring
             predictions.save(
                 paths.predictions, run.info.run_id, model_sha256, scores,

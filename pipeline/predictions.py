@@ -1,10 +1,11 @@
 """A trained model's class probabilities on the prepared splits, and the scores they give.
 
-The train stage scores its final model on the rows it was fitted on and on the test set, and
-saves the probabilities (models/predictions.npz) with what identifies them: the MLflow run,
-the checksum of the model file that made them, and each split's data digest. The evaluate
-stage computes every report from that file with NumPy alone: it starts without TensorFlow,
-so re-running it after a change to the reports costs seconds, not a model load.
+The train stage scores its final model on the rows it was fitted on, on the validation rows
+(with `val_split > 0`) and on the test set, and saves the probabilities
+(models/predictions.npz) with what identifies them: the MLflow run, the checksum of the model
+file that made them, and each split's data digest. The evaluate stage computes every report
+from that file with NumPy alone: it starts without TensorFlow, so re-running it after a
+change to the reports costs seconds, not a model load.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pipeline.io import atomic_path
 # Keras' categorical cross-entropy clips probabilities to this epsilon before the log.
 EPSILON = 1e-7
 SPLITS = ("train", "test")
+OPTIONAL = ("val",)  # present when the run held out validation rows
 
 
 def accuracy_and_loss(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -60,17 +62,22 @@ def save(
 
 def load(path: Path) -> dict[str, np.ndarray | str]:
     """The file `save` wrote: `run_id`, `model_sha256`, per split its probabilities and
-    `<split>_digest`, and `label_noise` (float) and `noise_seed` (int).
+    `<split>_digest` (`val` only when the run had validation rows), and `label_noise`
+    (float) and `noise_seed` (int).
 
     Raises:
         DataError: the file is missing or not what the train stage writes.
     """
     numbers = {"label_noise": float, "noise_seed": int}
     keys = {"run_id", "model_sha256", *SPLITS, *(f"{s}_digest" for s in SPLITS), *numbers}
+    arrays = (*SPLITS, *OPTIONAL)
     try:
         with np.load(path, allow_pickle=False) as archive:
             if missing := keys - set(archive.files):
                 raise ValueError(f"missing {', '.join(sorted(missing))}")
-            return {k: archive[k] if k in SPLITS else numbers.get(k, str)(archive[k]) for k in keys}
+            present = keys | {k for s in OPTIONAL for k in (s, f"{s}_digest") if s in archive}
+            return {
+                k: archive[k] if k in arrays else numbers.get(k, str)(archive[k]) for k in present
+            }
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {path} ({err}); run the train stage first") from None

@@ -3,9 +3,9 @@ MLflow model registry and point the alias `champion` at it.
 
 The registered model is named after the run's dataset (`mnist`, `fashion_mnist`; `--name`
 to choose). `--best` picks, among the finished runs of the experiment that logged a model,
-the one with the best validation accuracy when runs have one, else the best test accuracy:
-a model chosen on the test set has an optimistic test score (the choice used it), so train
-with `val_split` to choose fairly.
+the one with the best validation accuracy when every run has one (as `pipeline.compare`
+ranks), else the best test accuracy: a model chosen on the test set has an optimistic test
+score (the choice used it), so train with `val_split` to choose fairly.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from pipeline import tracking
 from pipeline.cli import fail
 from pipeline.errors import PipelineError
 
-VALIDATION, TEST = "epoch/val_accuracy", "test_accuracy"
+# The final model's scores (evaluate): on the validation rows with val_split > 0, and on test.
+VALIDATION, TEST = "val_accuracy", "test_accuracy"
 
 
 def best_run(root: Path, experiment: str, filter_string: str) -> tuple[Any, str]:
     """The best finished run of `experiment` matching `filter_string`, and the metric that
-    chose it (`epoch/val_accuracy`, its last epoch's, when any run has it; else
-    `test_accuracy`).
+    chose it: `val_accuracy` when every such run has it, else `test_accuracy`.
 
     Raises:
         PipelineError: no experiment, or no run matches (one line).
@@ -43,10 +43,8 @@ def best_run(root: Path, experiment: str, filter_string: str) -> tuple[Any, str]
             f"no finished, evaluated run in experiment {experiment!r} matches "
             f"{filter_string or 'the experiment'!r}"
         )
-    metric = VALIDATION if any(VALIDATION in r.data.metrics for r in runs) else TEST
-    chosen = max(
-        (r for r in runs if metric in r.data.metrics), key=lambda r: r.data.metrics[metric]
-    )
+    metric = VALIDATION if all(VALIDATION in r.data.metrics for r in runs) else TEST
+    chosen = max(runs, key=lambda r: r.data.metrics[metric])
     return chosen, metric
 
 

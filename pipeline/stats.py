@@ -1,5 +1,11 @@
-"""Replicates (runs that differ only in their seed) summarised: mean, sample standard deviation
-and a 95% Student t confidence interval of the mean. Pure Python and NumPy: no scipy."""
+"""Replicates (runs that differ only in their seed) compared: a thin layer over `scipy.stats`.
+
+- `summary`: mean, sample std and the 95% Student t interval of the mean.
+- `welch`: Welch's two-sided t-test of a difference of means, with its 95% interval.
+- `holm`: Holm's step-down adjustment of p values for many comparisons.
+- `seeds_needed` and `detectable_difference`: the power of a two-sided two-sample t-test at 5%,
+  from the noncentral t distribution.
+"""
 
 from __future__ import annotations
 
@@ -8,38 +14,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import optimize
+from scipy import stats as sp
 
-# Two-sided 95% critical values of Student's t (its 0.975 quantile) for 1 to 30 degrees of
-# freedom, as printed in the usual tables.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
-    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
-    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-_Z975 = 1.959964  # the normal distribution's 0.975 quantile
+LEVEL = 0.95  # of every interval
+ALPHA = 0.05  # of every test
+POWER = 0.80  # that a planned number of seeds should give
+# Beyond this many seeds per configuration, `seeds_needed` says "more than this".
+MAX_SEEDS = 100_000
 
 
-def t_quantile(df: int, level: float = 0.95) -> float:
-    """The two-sided critical value of Student's t with `df` degrees of freedom: the interval
-    mean ± t * std / sqrt(n) covers the true mean with probability `level`.
+def t_quantile(df: float, level: float = LEVEL) -> float:
+    """The two-sided critical value of Student's t: mean ± t * std / sqrt(n) covers the true
+    mean with probability `level`.
 
     Raises:
-        ValueError: `df` below 1, or a level other than 0.95 (the only one tabulated).
+        ValueError: `df` not positive, or `level` outside (0, 1).
     """
-    if level != 0.95:
-        raise ValueError(f"confidence level {level}: only 0.95 is supported")
-    if df < 1:
-        raise ValueError(f"degrees of freedom {df}: must be at least 1")
-    if df <= len(_T95):
-        return _T95[df - 1]
-    # Beyond the table, the Cornish-Fisher expansion around the normal quantile
-    # (Abramowitz & Stegun 26.7.5): already within 1e-4 of the exact value at df = 31.
-    z = _Z975
-    g1 = (z**3 + z) / 4
-    g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-    g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-    g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-    return z + g1 / df + g2 / df**2 + g3 / df**3 + g4 / df**4
+    if not df > 0:
+        raise ValueError(f"degrees of freedom {df}: must be positive")
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level {level}: must be between 0 and 1")
+    return float(sp.t.ppf((1 + level) / 2, df))
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,7 @@ def summary(values: Sequence[float]) -> Summary:
     Raises:
         ValueError: no values.
     """
-    if not values:
+    if not len(values):
         raise ValueError("no values to summarise")
     data = np.asarray(values, dtype=float)
     n, mean = len(data), float(data.mean())
@@ -71,12 +67,101 @@ def summary(values: Sequence[float]) -> Summary:
     return Summary(n, mean, std, mean - half, mean + half)
 
 
-def overlaps(a: Summary, b: Summary) -> bool | None:
-    """Whether the 95% intervals of `a` and `b` overlap (the two means are then not told
-    apart); None when either has fewer than 2 values, which leaves no interval to compare."""
-    if a.n < 2 or b.n < 2:
-        return None
-    return a.ci_low <= b.ci_high and b.ci_low <= a.ci_high
+@dataclass(frozen=True)
+class Welch:
+    """Welch's test of mean(a) - mean(b): the difference, its 95% interval, t, the
+    Welch-Satterthwaite degrees of freedom and the two-sided p value."""
+
+    diff: float
+    ci_low: float
+    ci_high: float
+    t: float
+    df: float
+    p: float
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
+    """Welch's unequal-variance t-test of two samples of at least 2 values each.
+
+    Two samples without any spread are told apart exactly: p is 0 when their means differ,
+    1 when they are equal (scipy would answer nan).
+
+    Raises:
+        ValueError: a sample of fewer than 2 values.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"Welch's test needs 2 values a side, not {len(a)} and {len(b)}")
+    diff = float(a.mean() - b.mean())
+    if a.std() == 0 and b.std() == 0:
+        return Welch(diff, diff, diff, math.copysign(math.inf, diff), math.nan, float(diff == 0))
+    result = sp.ttest_ind(a, b, equal_var=False)
+    interval = result.confidence_interval(LEVEL)
+    low, high = float(interval.low), float(interval.high)
+    return Welch(diff, low, high, float(result.statistic), float(result.df), float(result.pvalue))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment, in the order given: the i-th smallest p is multiplied by
+    (m - i + 1), kept at least as large as the one before it, and capped at 1. It controls
+    the chance of any false "worse" among the m comparisons at the level, whatever their
+    dependence (the comparisons with one best share that best's runs)."""
+    m = len(p_values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def power(effect: float, n: int, alpha: float = ALPHA) -> float:
+    """The power of a two-sided two-sample t-test at level `alpha` with `n` values a side, to
+    detect a true difference of `effect` standard deviations (Cohen's d)."""
+    if n < 2:
+        return math.nan
+    df = 2 * n - 2
+    critical = sp.t.ppf(1 - alpha / 2, df)
+    shift = abs(effect) * math.sqrt(n / 2)  # the noncentrality of the t statistic
+    # The far tail (a significant difference of the wrong sign) is negligible once the shift
+    # is large, where scipy may answer nan for it.
+    wrong_sign = float(sp.nct.cdf(-critical, df, shift))
+    return float(sp.nct.sf(critical, df, shift)) + (0.0 if math.isnan(wrong_sign) else wrong_sign)
+
+
+def seeds_needed(diff: float, std: float, target: float = POWER) -> float:
+    """The fewest values per configuration (seeds) at which a two-sided 5% t-test detects a
+    true difference `diff` with power `target`, given the runs' common std; inf for no
+    difference, or beyond MAX_SEEDS."""
+    if diff == 0 or math.isnan(diff) or math.isnan(std):
+        return math.inf
+    if std == 0:
+        return 2
+    effect = abs(diff) / std
+    if power(effect, MAX_SEEDS) < target:
+        return math.inf
+    low, high = 2, MAX_SEEDS  # power grows with n: bisect for the first n that reaches it
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if power(effect, middle) >= target else (middle + 1, high)
+    return low
+
+
+def detectable_difference(n: int, std: float, target: float = POWER) -> float:
+    """The smallest true difference a two-sided 5% t-test with `n` values a side detects with
+    power `target`, given the runs' common std (nan with fewer than 2)."""
+    if n < 2 or math.isnan(std):
+        return math.nan
+    effect = optimize.brentq(lambda d: power(d, n) - target, 1e-9, 100.0)
+    return effect * std
+
+
+def pooled_std(a: Sequence[float], b: Sequence[float]) -> float:
+    """The two samples' pooled standard deviation (the one a t-test of equal variances
+    uses): the square root of their variances averaged, each weighted by its n - 1."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    squares = (len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)
+    return math.sqrt(squares / (len(a) + len(b) - 2))
 
 
 def curve_summary(curves: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:

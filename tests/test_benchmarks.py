@@ -22,18 +22,22 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
     ]  # fmt: skip
     for row in rows:
         # Grouped over seeds: 2 per MLP (mean ± std, an interval), 1 for the CNN (no interval).
-        label, n, train, test, interval, gap, versus = (c.strip() for c in row.split("|")[1:8])
+        cells = [c.strip() for c in row.split("|")[1:12]]
+        label, n, train, test, interval, gap, diff, p, versus, seeds, seconds = cells
         assert int(n) == (1 if label == "cnn-relu" else 2)
         train, test, gap = (float(c.split(" ± ")[0]) for c in (train, test, gap))
         assert 0.1 < test <= 1 and abs(gap - (train - test)) < 2e-4
         low, high = (float(x) for x in interval.split(" - ")) if n == "2" else (test, test)
-        assert low <= test <= high
-        assert versus in {"**best**", "not distinguishable", "worse", "n<2"}
-        # Compared within its model: the lone CNN run is the best CNN; a single run of a
-        # model with others could not be told apart from them.
-        assert n == "2" or versus in {"**best**", "n<2"}
-    mlp = [r.split("|")[7].strip() for r in rows if "| mlp-" in r]
+        assert low <= test <= high and float(seconds) > 0
+        assert versus in {"**best**", "tie", "worse"} if n == "2" else versus == "**best**"
+        if versus in {"tie", "worse"}:  # Welch's interval of best - this, Holm's p
+            assert diff.startswith("+") and " to " in diff and 0 <= float(p.lstrip("<")) <= 1
+        # A tie says how many seeds would tell it; the others need none.
+        assert (seeds != "-") == (versus == "tie")
+    mlp = [r.split("|")[9].strip() for r in rows if "| mlp-" in r]
     assert mlp.count("**best**") == 1  # one best MLP, whatever the CNN scored
+    assert "Among the MLPs: Configurations ranked on the test set" in table
+    assert "With 2 seeds per configuration, differences below" in table
     assert "cores; Python" in table  # the machine the numbers came from
     png = (out / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

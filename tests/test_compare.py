@@ -143,21 +143,27 @@ def test_report_groups_the_sweep_by_configuration(store: dict, tmp_path: Path) -
         assert float(row["test_accuracy_mean"]) == pytest.approx(
             child.data.metrics["test_accuracy"]
         )
-    assert result.stdout.splitlines()[0].split() == [*compare.SHOWN[:4], "95%", "CI", "gap",
-                                                     "vs_best"]  # fmt: skip
+    # No run has a validation score: no such column, and the rest as SHOWN says.
+    shown = " ".join(h for h in compare.SHOWN if h != "val")
+    assert result.stdout.splitlines()[0].split() == shown.split()
+    assert "ranked on the test set: the best's test score is optimistic" in result.stdout
 
 
-def row(activation: str, seed: int, train: float, test: float, units: str = "[512]") -> dict:
+def row(
+    activation: str, seed: int, train: float, test: float, units: str = "[512]",
+    val: float = math.nan,
+) -> dict:  # fmt: skip
     """A run as `compare.rows_of` gives it."""
     params = {"activation": activation, "model.hidden_units": units, "seed": str(seed)}
     return {"run": f"mlp-{activation}", "data": "mnist", "model": "mlp",
             "activation": activation, "optimizer": "rmsprop", "epochs": "5",
-            "batch_size": "128", "train_accuracy": train, "test_accuracy": test,
-            "gap": train - test, "duration_s": 1.0, "run_id": f"{activation}-{seed}",
-            "seed": str(seed), "params": params}  # fmt: skip
+            "batch_size": "128", "train_accuracy": train, "val_accuracy": val,
+            "test_accuracy": test, "gap": train - test, "duration_s": 1.0,
+            "run_id": f"{activation}-{seed}", "seed": str(seed),
+            "params": params}  # fmt: skip
 
 
-# Best elu; sigmoid's interval overlaps it; relu's lies below; tanh ran once.
+# Best elu; sigmoid 0.01 below it (Welch p 0.29: a tie); relu far below; tanh ran once.
 ROWS = [
     row("elu", 2, 0.995, 0.99), row("elu", 0, 0.99, 0.97), row("elu", 1, 1.0, 0.98),
     row("relu", 0, 0.93, 0.90, "[64]"), row("relu", 1, 0.93, 0.905, "[64]"),
@@ -174,13 +180,14 @@ def test_seeds_of_one_configuration_are_one_group() -> None:
         "activation=tanh model.hidden_units=[512]", "activation=relu model.hidden_units=[64]",
     ]  # fmt: skip
     assert [g["vs_best"] for g in groups] == ["best", "tie", "n<2", "worse"]
+    assert [g["ranked_on"] for g in groups] == ["test_accuracy"] * 4
     assert [(g["n"], g["seeds"]) for g in groups] == [(3, "0,1,2")] * 2 + [(1, "0"), (3, "0,1,2")]
     elu, _, tanh, relu = groups
-    half = 4.303 * 0.01 / math.sqrt(3)
+    half = 4.303 * 0.01 / math.sqrt(3)  # the t table's value for 2 degrees of freedom
     assert (elu["test_accuracy_mean"], elu["test_accuracy_std"]) == (
         pytest.approx(0.98), pytest.approx(0.01))  # fmt: skip
-    assert elu["test_accuracy_ci_low"] == pytest.approx(0.98 - half)
-    assert elu["test_accuracy_ci_high"] == pytest.approx(0.98 + half)
+    assert elu["test_accuracy_ci_low"] == pytest.approx(0.98 - half, abs=1e-5)
+    assert elu["test_accuracy_ci_high"] == pytest.approx(0.98 + half, abs=1e-5)
     assert (elu["train_accuracy_mean"], elu["train_accuracy_std"]) == (
         pytest.approx(0.995), pytest.approx(0.005))  # fmt: skip
     # Gaps 0.005, 0.02, 0.02.
@@ -208,9 +215,63 @@ def test_groups_print_mean_and_std_and_a_single_run_without_spread() -> None:
     elu, tanh = lines[1].split(), lines[3].split()
     assert elu[2:13] == ["3", "0.9950", "±", "0.0050", "0.9800", "±", "0.0100", "[0.9552,",
                          "1.0048]", "0.0150", "±"]  # fmt: skip
-    assert elu[-1] == "best"
+    assert elu[-4:] == ["+0.0000", "-", "best", "-"]
     assert tanh[2:] == ["1", "0.9900", "±", "-", "0.9500", "±", "-", "-", "0.0400", "±", "-",
-                        "n<2"]  # fmt: skip
+                        "+0.0300", "-", "n<2", "-"]  # fmt: skip
+    sigmoid, relu = lines[2].split(), lines[4].split()
+    assert sigmoid[-6:] == ["+0.0100", "[-0.0127,", "+0.0327]", "0.288", "tie", "17"]
+    assert relu[-3:] == ["0.003", "worse", "-"]
+
+
+# Five seeds each, the same spread (std 0.00158): on validation A is best, B 0.001 below it
+# (Welch t = 1.0 on 8 degrees of freedom: p 0.347), C 0.02 below. On the test set B is 0.001
+# above A: ranking on validation must not look at it.
+SPREAD = (0.0, 0.002, -0.002, 0.001, -0.001)
+KNOWN = [
+    row(name, seed, 0.99, test + d, val=val + d)
+    for name, val, test in (("a", 0.985, 0.979), ("b", 0.984, 0.980), ("c", 0.965, 0.959))
+    for seed, d in enumerate(SPREAD)
+]
+
+
+def test_group_rows_tests_each_configuration_against_the_best_on_validation() -> None:
+    from pipeline import stats
+
+    a, b, c = compare.group_rows(KNOWN)
+    assert [g["activation"] for g in (a, b, c)] == ["a", "b", "c"]
+    assert {g["ranked_on"] for g in (a, b, c)} == {"val_accuracy"}
+    assert b["test_accuracy_mean"] > a["test_accuracy_mean"]  # reported beside, not ranked on
+    assert [g["vs_best"] for g in (a, b, c)] == ["best", "tie", "worse"]
+    assert a["diff_vs_best"] == 0 and math.isnan(a["p_value"]) and math.isnan(a["seeds_needed"])
+    assert b["diff_vs_best"] == pytest.approx(0.001)
+    # t = 1 on 8 degrees of freedom: two-sided p 0.3466 (t tables); Holm keeps the larger p
+    # of the two as it is, and doubles C's.
+    assert b["p_value"] == pytest.approx(0.3466, abs=1e-4) and b["p_holm"] == b["p_value"]
+    assert c["p_holm"] == pytest.approx(2 * c["p_value"]) and c["p_holm"] < 1e-6
+    half = 2.306 * 0.001  # t(0.975, 8) from the tables times the difference's standard error
+    assert b["diff_ci_low"] == pytest.approx(0.001 - half, abs=1e-5)
+    assert b["diff_ci_high"] == pytest.approx(0.001 + half, abs=1e-5)
+    # d = 0.001 / 0.00158 = 0.63: Cohen's table gives 45 a side for d = 0.6 and 33 for 0.7.
+    assert 33 < b["seeds_needed"] < 45
+    assert b["seeds_needed"] == stats.seeds_needed(0.001, b["val_accuracy_std"])
+    assert math.isnan(c["seeds_needed"])  # worse: nothing to plan
+    rule = compare.rule([a, b, c])
+    assert rule.startswith("Configurations ranked on validation.")
+    assert "Holm-adjusted over 2 comparisons" in rule
+    assert "With 5 seeds per configuration, differences below 0.32% are not detectable" in rule
+    # One run without a validation score: all are ranked on the test set, and B is best.
+    groups = compare.group_rows([*KNOWN[:-1], {**KNOWN[-1], "val_accuracy": math.nan}])
+    assert [g["activation"] for g in groups] == ["b", "a", "c"]
+    assert "ranked on the test set: the best's test score is optimistic" in compare.rule(groups)
+
+
+def test_planning_seeds_per_configuration() -> None:
+    lines = compare.plan_seeds(compare.group_rows([*KNOWN, *ROWS[9:]]), 0.001)
+    assert len(lines) == 3  # tanh ran once: no std to plan from
+    # tanh has no validation score: ranked on the test set, where b is best.
+    assert lines[0].startswith("activation=b: 41 seeds per configuration to detect 0.10% ")
+    with pytest.raises(compare.NoRunsError, match="no configuration has 2 runs or more"):
+        compare.plan_seeds(compare.group_rows(ROWS[9:]), 0.001)
 
 
 def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
@@ -281,19 +342,23 @@ def seeds(tracking_store: str) -> str:
 def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> None:
     compare.main(["--experiment", seeds, "--out", str(tmp_path)])
     printed = capsys.readouterr().out
-    assert compare.RULE in printed
+    assert "Welch's t-test" in printed and "Holm-adjusted over 1 comparisons" in printed
     with open(tmp_path / "table.csv") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [*compare.GROUP_COLUMNS, "run_ids"]
     assert [(r["config"], r["n"], r["seeds"], r["vs_best"]) for r in rows] == [
         ("activation=elu model.hidden_units=[512]", "2", "0,2", "best"),
         ("activation=tanh model.hidden_units=[512]", "1", "0", "n<2"),
-        # Two seeds leave a wide interval (t = 12.7): 0.905 is not told from 0.98.
+        # Two seeds a side leave Welch's test about one degree of freedom: 0.9025 is not told
+        # from 0.98 (p 0.07).
         ("activation=relu model.hidden_units=[64]", "2", "0,1", "tie"),
     ]  # fmt: skip
     assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.98)
     assert rows[1]["test_accuracy_std"] == "" and rows[1]["test_accuracy_ci_low"] == ""
-    assert compare.RULE in (tmp_path / "table.md").read_text()
+    assert (
+        compare.rule(compare.group_rows(compare.rows_of(compare.find_runs(seeds))))
+        in (tmp_path / "table.md").read_text()
+    )
     for name in ("accuracy.png", "curves.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
@@ -302,6 +367,31 @@ def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> N
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [*compare.COLUMNS, "run_id"] and len(rows) == 5
     assert capsys.readouterr().out.split()[:4] == ["run", "data", "model", "activation"]
+
+
+def test_detect_prints_the_seeds_each_configuration_needs_and_writes_nothing(
+    seeds: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "report"
+    compare.main(["--experiment", seeds, "--detect", "0.001", "--out", str(out)])  # exits 0
+    lines = capsys.readouterr().out.splitlines()
+    # elu and relu ran twice; tanh once (no std): one line each for the first two.
+    assert [line.split(":")[0] for line in lines] == [
+        "activation=elu model.hidden_units=[512]",
+        "activation=relu model.hidden_units=[64]",
+    ]
+    # elu's std 0.0141 against 0.1%: d = 0.0707. The normal approximation's
+    # 2 (z.975 + z.8)^2 / d^2 = 3139.6, which the t-test's exact count exceeds by a little.
+    needed = [int(line.split(": ")[1].split()[0]) for line in lines]
+    assert 3140 <= needed[0] <= 3145 and 197 <= needed[1] <= 200  # relu: std 0.0035
+    assert "seeds per configuration to detect 0.10% with 80% power" in lines[0]
+    assert not out.exists()
+    for bad in ("0", "1.5", "-0.001"):
+        with pytest.raises(SystemExit) as exit_:
+            compare.main(["--experiment", seeds, "--detect", bad, "--out", str(out)])
+        assert exit_.value.code == 2
+        assert f"--detect: invalid value {float(bad)}" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_study_per_epoch_uses_the_epochs_every_run_has(seeds: str, tmp_path: Path) -> None:

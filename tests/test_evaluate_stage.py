@@ -100,6 +100,15 @@ def test_evaluate_refuses_predictions_of_another_model_run_or_data(trained_stage
         params.write_text((root / "params.yaml").read_text().replace("val_split: 0.0",
                                                                      "val_split: 0.2"))  # fmt: skip
         refused("holds predictions on other train data", load_params(str(params)))
+        # Predictions on the rows that split fits on, but none on its validation rows.
+        from pipeline.data.prepared import read_meta, split_digest
+
+        fitted = split_digest(read_meta(paths.of("mnist")), "train", 0, 2400)
+        np.savez(models / "predictions.npz", **{**arrays, "train_digest": np.array(fitted)})
+        refused(
+            "holds no predictions on the validation rows that val_split=0.2 holds out",
+            load_params(str(params)),
+        )
     finally:
         for name, data in saved.items():
             (models / name).write_bytes(data)

@@ -88,6 +88,35 @@ def test_odd_images_are_prepared_or_refused_in_one_line(raw_dir: Path, tmp_path:
         prepare(text)
 
 
+def test_register_best_ranks_as_compare_does(tracking_store: str) -> None:
+    """On validation accuracy when every run has one, else on test accuracy (with a note)."""
+    import uuid
+
+    import mlflow
+
+    from pipeline.register import best_run
+
+    client = mlflow.MlflowClient(tracking_store)
+    name = f"best-{uuid.uuid4().hex[:8]}"
+    experiment = client.create_experiment(name)
+
+    def logged(**metrics: float) -> str:
+        run_id = client.create_run(experiment).info.run_id
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, value)
+        client.set_terminated(run_id)
+        return run_id
+
+    on_val = logged(val_accuracy=0.985, test_accuracy=0.978)
+    on_test = logged(val_accuracy=0.980, test_accuracy=0.981)
+    run, metric = best_run(Path.cwd(), name, "")
+    assert (run.info.run_id, metric) == (on_val, "val_accuracy")
+    # One run without a validation score: nothing is ranked on validation.
+    logged(test_accuracy=0.979)
+    run, metric = best_run(Path.cwd(), name, "")
+    assert (run.info.run_id, metric) == (on_test, "test_accuracy")
+
+
 @pytest.mark.slow
 def test_predict_keeps_going_past_a_bad_file(small_project, raw_dir: Path, tmp_path: Path) -> None:
     """With the DVC pipeline's model (no registry here), each good file gets its line."""
@@ -233,7 +262,7 @@ def test_register_and_predict_with_the_champion(logged, raw_dir: Path, tmp_path:
     # --best: by validation accuracy, since these runs have it; cnn only with a filter.
     result = python(paths.root, "-m", "pipeline.register", "--best", "--filter",
                     "params.model.name = 'cnn'", env=env)  # fmt: skip
-    assert "best run by epoch/val_accuracy" in result.stdout
+    assert "best run by val_accuracy" in result.stdout
     assert logged["runs"]["cnn"] in result.stdout and "version 2" in result.stdout
     # One-line errors.
     for args, expected in [

@@ -256,8 +256,13 @@ def test_validation_split_and_early_stopping_keep_the_best_weights(
     assert (len(x_fit), len(x_val)) == (4500, 1500)
     model = keras.saving.load_model(run_paths.model, safe_mode=True)
     # The saved weights are the best epoch's, not the last one's.
-    val_loss = accuracy_and_loss(probabilities(model, x_val), y_val)[1]
+    val_accuracy, val_loss = accuracy_and_loss(probabilities(model, x_val), y_val)
     assert val_loss == pytest.approx(min(history["val_loss"]), abs=1e-4)
+    # Evaluate scored that final model on the validation rows too, and the run has it.
+    assert metrics["val_accuracy"] == pytest.approx(val_accuracy, abs=1e-6)
+    assert metrics["val_loss"] == pytest.approx(val_loss, abs=1e-5)
+    assert run.data.metrics["val_accuracy"] == metrics["val_accuracy"]
+    assert run.data.metrics["val_loss"] == metrics["val_loss"]
     # Training accuracy is measured on the 4,500 images fitted, not the held-out ones.
     assert metrics["train_accuracy"] == pytest.approx(
         accuracy_and_loss(probabilities(model, x_fit), y_fit)[0], abs=1e-6
