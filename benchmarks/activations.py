@@ -110,8 +110,9 @@ def grouped(root: Path, batch: str) -> list[dict]:
 
 
 def _pm(group: dict, metric: str, signed: bool = False) -> str:
-    mean, std = group[f"{metric}_mean"], group[f"{metric}_std"]
-    return f"{mean:+.4f} ± {std:.4f}" if signed else f"{mean:.4f} ± {std:.4f}"
+    from pipeline.replicates import plus_minus
+
+    return plus_minus(group[f"{metric}_mean"], group[f"{metric}_std"], signed=signed)
 
 
 def _versus(group: dict) -> tuple[str, str, str, str]:

@@ -62,13 +62,14 @@ def last_sweep(name: str) -> tuple[object, list]:
 
 def report(name: str, out: Path) -> str:
     """Write the study's plot and table under `out`; return its section of summary.md."""
-    from pipeline import compare, stats
+    from pipeline import compare, stats, study
+    from pipeline.replicates import plus_minus
 
     parent, children = last_sweep(name)
     x = children[0].data.params["study.x"]
     groups = compare.group_rows(compare.rows_of(children))
     tmp = out / f".{name}"
-    compare.study_report(groups, x, tmp, f"study {name}")
+    study.study_report(groups, x, tmp, f"study {name}")
     shutil.move(tmp / "study.png", out / f"{name}.png")
     shutil.move(tmp / "study.csv", out / f"{name}.csv")
     shutil.rmtree(tmp)
@@ -87,8 +88,7 @@ def report(name: str, out: Path) -> str:
 
     def pm(values: list[float], digits: int = 4) -> str:
         s = stats.summary(values)
-        spread = "-" if s.n < 2 else f"{s.std:.{digits}f}"
-        return f"{s.mean:.{digits}f} ± {spread}"
+        return plus_minus(s.mean, s.std, digits)
 
     if x != "epoch":  # in order of the swept value: "[16]" (hidden units) is 16
         groups.sort(key=lambda g: float(g["params"][x].strip("[]")))

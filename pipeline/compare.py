@@ -20,39 +20,33 @@ curves.png (per-epoch mean train versus test accuracy, a band of one std).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
-import statistics
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from pipeline import plots, stats, tracking
 from pipeline.cli import fail
-from pipeline.errors import PipelineError
 from pipeline.io import write_text
+from pipeline.replicates import (
+    CLEAN,
+    GROUP_COLUMNS,
+    NAMES,
+    TEST,
+    VALIDATION,
+    NoRunsError,
+    group_rows,
+    plan_seeds,
+    plus_minus,
+    ranking_metric,
+    rule,
+)
 
 COLUMNS = (
     "run", "data", "model", "activation", "optimizer", "epochs", "batch_size",
     "train_accuracy", "val_accuracy", "test_accuracy", "gap", "duration_s",
 )  # fmt: skip
-GROUP_COLUMNS = (
-    "config", "data", "model", "activation", "optimizer", "epochs", "batch_size", "n", "seeds",
-    "train_accuracy_mean", "train_accuracy_std", "val_accuracy_mean", "val_accuracy_std",
-    "test_accuracy_mean", "test_accuracy_std", "test_accuracy_ci_low", "test_accuracy_ci_high",
-    "gap_mean", "gap_std", "ranked_on", "diff_vs_best", "diff_ci_low", "diff_ci_high",
-    "p_value", "p_holm", "vs_best", "seeds_needed",
-)  # fmt: skip
-# Summarised over each configuration's runs.
-METRICS = ("train_accuracy", "val_accuracy", "test_accuracy", "gap")
-# What configurations are ranked on: validation when every run has it (the test set is then
-# looked at only to report), else the test set.
-VALIDATION, TEST = "val_accuracy", "test_accuracy"
-NAMES = {VALIDATION: "validation accuracy", TEST: "test accuracy"}
-# Train accuracy on the true labels, of runs with label noise (summarised where all have it).
-CLEAN = "train_clean_accuracy"
-# What `study_report` draws per epoch, from the runs' `epoch/<name>` histories.
-EPOCH_METRICS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss")
 # The printed and markdown table of configurations.
 SHOWN = (
     "config", "n", "train", "val", "test", "95% CI", "gap", "best - this [95% CI]", "p_holm",
@@ -60,10 +54,6 @@ SHOWN = (
 )  # fmt: skip
 # How many runs' (or groups') curves one chart can show legibly.
 MAX_CURVES = 10
-
-
-class NoRunsError(PipelineError):
-    """Nothing matched: no experiment, no runs, or a filter that selects none."""
 
 
 def find_runs(
@@ -102,11 +92,6 @@ def find_runs(
     return runs[:top]
 
 
-def ranking_metric(rows: list[dict[str, Any]]) -> str:
-    """`val_accuracy` when every row has one, else `test_accuracy`."""
-    return VALIDATION if all(not math.isnan(r.get(VALIDATION, math.nan)) for r in rows) else TEST
-
-
 def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
     """One row per run with the columns of the report."""
     rows = []
@@ -142,117 +127,12 @@ def rows_of(runs: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _number(text: str) -> float | None:
-    """`text` as a number (`0.1`, `3000`, or a one-element list such as `[64]`), else None."""
-    inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
-    try:
-        value = float(inner)
-    except ValueError:
-        return None
-    return int(value) if value.is_integer() else value
-
-
-def _against_best(groups: list[dict[str, Any]], metric: str) -> None:
-    """Set each group's test against the best (`groups[0]`) on `metric`: the difference and
-    its 95% Welch interval, Welch's p, Holm's p over all the comparisons, the verdict, and for
-    a tie the seeds per configuration that would show its difference."""
-    best = groups[0]
-    for group in groups:
-        untested = dict.fromkeys(("diff_ci_low", "diff_ci_high", "p_value", "p_holm"), math.nan)
-        group.update(untested, seeds_needed=math.nan, vs_best="n<2")
-        group["diff_vs_best"] = best[f"{metric}_mean"] - group[f"{metric}_mean"]
-    best["vs_best"] = "best"
-    tested = [g for g in groups[1:] if g["n"] >= 2 and best["n"] >= 2]
-    for group in tested:
-        test = stats.welch(best["samples"], group["samples"])
-        group.update(diff_ci_low=test.ci_low, diff_ci_high=test.ci_high, p_value=test.p)
-    adjusted = stats.holm([g["p_value"] for g in tested])
-    for group, p in zip(tested, adjusted, strict=True):
-        group["p_holm"] = p
-        group["vs_best"] = "worse" if p < stats.ALPHA else "tie"
-        if group["vs_best"] == "tie":
-            std = stats.pooled_std(best["samples"], group["samples"])
-            group["seeds_needed"] = stats.seeds_needed(group["diff_vs_best"], std)
-
-
-def group_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per configuration (runs whose params are equal but for `seed`), the best first,
-    with the columns of GROUP_COLUMNS.
-
-    The ranking metric (`ranked_on`) is the mean validation accuracy when every run has one,
-    else the mean test accuracy. `config` names the params that differ between the
-    configurations (the run name when none does). Each configuration with n >= 2 is tested
-    against the best (`_against_best`): `vs_best` is "best", "worse" (Holm-adjusted Welch p
-    below 5%), "tie", or "n<2" (it or the best has a single run: nothing to test).
-    """
-    metric = ranking_metric(rows)
-    members: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        config = tuple(sorted((k, v) for k, v in row["params"].items() if k != "seed"))
-        members.setdefault(config, []).append(row)
-    keys = {key for config in members for key, _ in config}
-    varying = sorted(k for k in keys if len({dict(c).get(k) for c in members}) > 1)
-    groups = []
-    for config, runs in members.items():
-        params = dict(config)
-        group = {c: runs[0][c] for c in COLUMNS[1:7]}
-        # A key only some configurations have (elu's `activation_args.alpha`) names theirs.
-        label = " ".join(f"{k}={params[k]}" for k in varying if k in params)
-        group["config"] = label or runs[0]["run"]
-        group["n"] = len(runs)
-        seeds = sorted(
-            (r["seed"] for r in runs), key=lambda s: (_number(s) is None, _number(s) or 0, s)
-        )
-        group["seeds"] = ",".join(seeds)
-        summaries = {m: stats.summary([r.get(m, math.nan) for r in runs]) for m in METRICS}
-        if not any(math.isnan(r.get(CLEAN, math.nan)) for r in runs):  # label noise
-            summaries[CLEAN] = stats.summary([r[CLEAN] for r in runs])
-        for name, summary in summaries.items():
-            group[f"{name}_mean"], group[f"{name}_std"] = summary.mean, summary.std
-        test = summaries["test_accuracy"]
-        group["test_accuracy_ci_low"], group["test_accuracy_ci_high"] = test.ci_low, test.ci_high
-        group["ranked_on"], group["samples"] = metric, [r[metric] for r in runs]
-        group["params"], group["run_ids"] = params, [r["run_id"] for r in runs]
-        groups.append(group)
-    groups.sort(key=lambda g: -g[f"{metric}_mean"])
-    _against_best(groups, metric)
-    return groups
-
-
-def rule(groups: list[dict[str, Any]]) -> str:
-    """The report's header: what ranks the configurations, the test that marks them, and the
-    resolution (the smallest difference its number of seeds detects with 80% power)."""
-    metric = groups[0]["ranked_on"]
-    ranked = "Configurations ranked on validation"
-    if metric == TEST:
-        ranked = "Configurations ranked on the test set: the best's test score is optimistic"
-    compared = sum(not math.isnan(g["p_holm"]) for g in groups)
-    text = (
-        f"{ranked}. Each configuration against the best: Welch's t-test of the difference "
-        f"of mean {NAMES[metric]}, Holm-adjusted over {compared} comparisons; "
-        f"worse when p_holm < {stats.ALPHA:g}, else tie."
-    )
-    spread = [g for g in groups if g["n"] >= 2]
-    if not spread:
-        return f"{text} With one run per configuration nothing can be tested: run more seeds."
-    n = int(statistics.median(g["n"] for g in spread))
-    std = statistics.median(g[f"{metric}_std"] for g in spread)
-    resolution = stats.detectable_difference(n, std)
-    return (
-        f"{text} With {n} seeds per configuration, differences below {resolution:.2%} are "
-        f"not detectable (80% power at the median std {std:.4f}): a tie is not an equality."
-    )
-
-
 def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _plus_minus(group: dict[str, Any], metric: str) -> str:
-    mean, std = group[f"{metric}_mean"], group[f"{metric}_std"]
-    if math.isnan(mean):
-        return "-"
-    return f"{mean:.4f} ± " + ("-" if math.isnan(std) else f"{std:.4f}")
+    return plus_minus(group[f"{metric}_mean"], group[f"{metric}_std"])
 
 
 def _difference(group: dict[str, Any]) -> str:
@@ -266,9 +146,13 @@ def _p(p: float) -> str:
     return "-" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _seeds(seeds: float) -> str:
+    """Seeds needed: a count, `inf` beyond stats.MAX_SEEDS, empty when it does not apply."""
+    return "" if math.isnan(seeds) else "inf" if math.isinf(seeds) else str(int(seeds))
+
+
 def _group_cells(group: dict[str, Any]) -> list[str]:
     low, high = group["test_accuracy_ci_low"], group["test_accuracy_ci_high"]
-    seeds = group["seeds_needed"]
     return [
         group["config"],
         str(group["n"]),
@@ -280,55 +164,44 @@ def _group_cells(group: dict[str, Any]) -> list[str]:
         _difference(group),
         _p(group["p_holm"]),
         group["vs_best"],
-        "-" if math.isnan(seeds) else (f">{stats.MAX_SEEDS}" if math.isinf(seeds) else str(seeds)),
+        _seeds(group["seeds_needed"]) or "-",
     ]
 
 
-def _group_table(groups: list[dict[str, Any]]) -> tuple[tuple[str, ...], list[list[str]]]:
-    """The header and cells of the configurations' table: without the validation column
-    when no run has a validation score."""
-    cells = [_group_cells(g) for g in groups]
+def _group_table(groups: list[dict[str, Any]]) -> pd.DataFrame:
+    """The configurations' table as shown: without the validation column when no run has a
+    validation score."""
+    table = pd.DataFrame([_group_cells(g) for g in groups], columns=list(SHOWN))
     if all(math.isnan(g["val_accuracy_mean"]) for g in groups):
-        return SHOWN[:3] + SHOWN[4:], [c[:3] + c[4:] for c in cells]
-    return SHOWN, cells
+        return table.drop(columns="val")
+    return table
 
 
-def _markdown(header: tuple[str, ...], cells: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join(lines) + "\n"
+def _run_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame([[_cell(r[c]) for c in COLUMNS] for r in rows], columns=list(COLUMNS))
 
 
-def _text(header: tuple[str, ...], cells: list[list[str]]) -> str:
-    cells = [list(header), *cells]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(lines)
+def _markdown(table: pd.DataFrame) -> str:
+    # The cells are already formatted: tabulate must not read them as numbers again.
+    return table.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    return _markdown(COLUMNS, [[_cell(r[c]) for c in COLUMNS] for r in rows])
+    return _markdown(_run_table(rows))
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
-    return _text(COLUMNS, [[_cell(r[c]) for c in COLUMNS] for r in rows])
+    return _run_table(rows).to_string(index=False)
 
 
 def group_text_table(groups: list[dict[str, Any]]) -> str:
     """The configurations as printed: mean ± std cells (std `-` for a single run)."""
-    return _text(*_group_table(groups))
+    return _group_table(groups).to_string(index=False)
 
 
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """The rows' `columns`; nan (the std of a single run) as an empty cell."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {k: "" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-        )
-    write_text(path, buffer.getvalue())
+def _write_csv(path: Path, table: pd.DataFrame) -> None:
+    """The table as CSV; nan (the std of a single run, what was not tested) as empty."""
+    write_text(path, table.to_csv(index=False, lineterminator="\n"))
 
 
 def _histories(run_ids: list[str], key: str) -> list[list[float]]:
@@ -340,13 +213,7 @@ def _histories(run_ids: list[str], key: str) -> list[list[float]]:
 def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
     """Write table.md, table.csv, accuracy.png and curves.png under `out`, a row and a curve
     per run; return them."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=[*COLUMNS, "run_id"], extrasaction="ignore", lineterminator="\n"
-    )
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "table.csv", buffer.getvalue())
+    _write_csv(out / "table.csv", pd.DataFrame(rows, columns=[*COLUMNS, "run_id"]))
     write_text(out / "table.md", f"# {title}\n\n" + markdown(rows))
 
     labels = [r["run"] for r in rows]
@@ -373,9 +240,11 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
 def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
     """Write table.md, table.csv, accuracy.png and curves.png under `out`, a row and a mean
     curve per configuration (the groups of `group_rows`); return them."""
-    _write_csv(out / "table.csv", (*GROUP_COLUMNS, "run_ids"),
-               [{**g, "run_ids": " ".join(g["run_ids"])} for g in groups])  # fmt: skip
-    text = f"# {title}\n\n{rule(groups)}\n\n" + _markdown(*_group_table(groups))
+    table = pd.DataFrame(groups, columns=[*GROUP_COLUMNS, "run_ids"])
+    table["seeds_needed"] = table["seeds_needed"].map(_seeds)
+    table["run_ids"] = table["run_ids"].map(" ".join)
+    _write_csv(out / "table.csv", table)
+    text = f"# {title}\n\n{rule(groups)}\n\n" + _markdown(_group_table(groups))
     write_text(out / "table.md", text)
 
     plots.accuracy_bars(
@@ -399,72 +268,6 @@ def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> 
     subtitle = "mean train (solid) versus test (dashed), ± one std"
     plots.curves_band(curves, out / "curves.png", f"{title}: {subtitle}")
     return [out / n for n in ("table.md", "table.csv", "accuracy.png", "curves.png")]
-
-
-def _epoch_rows(group: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per epoch, mean and std over the group's runs of the epoch metrics and the gap."""
-    runs = []
-    for run_id in group["run_ids"]:
-        curves = {
-            k: tracking.metric_history(Path.cwd(), run_id, f"epoch/{k}") for k in EPOCH_METRICS
-        }
-        if all(curves.values()):
-            runs.append(curves)
-    if not runs:
-        raise NoRunsError(f"no per-epoch histories in the runs of {group['config']}")
-    # Runs that stopped early: the epochs all of them have.
-    epochs = min(len(h) for r in runs for h in r.values())
-    rows = []
-    for e in range(epochs):
-        row: dict[str, Any] = {"x": e + 1, "n": len(runs)}
-        values = {k: [r[k][e] for r in runs] for k in EPOCH_METRICS}
-        values["gap"] = [r["train_accuracy"][e] - r["test_accuracy"][e] for r in runs]
-        for metric, data in values.items():
-            summary = stats.summary(data)
-            row[f"{metric}_mean"], row[f"{metric}_std"] = summary.mean, summary.std
-        rows.append(row)
-    return rows
-
-
-def _param_rows(groups: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]]:
-    """A row per configuration, x its value of the param `x_key`, in order of x."""
-    if not any(x_key in g["params"] for g in groups):
-        valid = sorted({k for g in groups for k in g["params"]})
-        raise ValueError(
-            f"x {x_key!r} is not a param of the runs; valid: epoch, {', '.join(valid)}"
-        )
-    texts = [g["params"].get(x_key, "?") for g in groups]
-    numbers = [_number(t) for t in texts]
-    # Numbers on a numeric axis; anything else (activations, `None`) as sorted categories.
-    xs = numbers if None not in numbers else texts
-    # A label noise study: its train accuracy on the true labels too.
-    noisy = any(float(g["params"].get("data.label_noise", 0)) > 0 for g in groups)
-    clean = noisy and all(f"{CLEAN}_mean" in g for g in groups)
-    metrics = [*METRICS, *([CLEAN] if clean else [])]
-    columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-    rows = [
-        {"x": x, "n": g["n"], **{c: g[c] for c in columns}} for x, g in zip(xs, groups, strict=True)
-    ]
-    return sorted(rows, key=lambda r: r["x"])
-
-
-def study_report(groups: list[dict[str, Any]], x_key: str, out: Path, title: str) -> list[Path]:
-    """Write study.png and study.csv under `out`: train and test accuracy and their gap, mean
-    ± std over seeds, against the swept param `x_key` (one point per configuration), or
-    against the epoch (`x_key` "epoch": the first, best, configuration's runs, their train and
-    test loss too); return them.
-
-    Raises:
-        ValueError: `x_key` is neither "epoch" nor a param of the runs.
-        NoRunsError: "epoch", and the runs logged no per-epoch metrics.
-    """
-    rows = _epoch_rows(groups[0]) if x_key == "epoch" else _param_rows(groups, x_key)
-    columns = ("x", "n", *(c for c in rows[0] if c not in ("x", "n")))
-    _write_csv(out / "study.csv", columns, rows)
-    if x_key == "epoch":
-        title = f"{title}: {groups[0]['config']}"
-    plots.study(rows, x_key, out / "study.png", title)
-    return [out / "study.png", out / "study.csv"]
 
 
 def compare(
@@ -496,29 +299,6 @@ def compare(
         rows = groups
     print(f"\nwrote {out}/table.md, table.csv, accuracy.png, curves.png")
     return rows
-
-
-def plan_seeds(groups: list[dict[str, Any]], difference: float) -> list[str]:
-    """Per configuration with n >= 2: the seeds per configuration at which a two-sided 5%
-    t-test would detect `difference` with 80% power, given its measured std."""
-    lines = []
-    for group in groups:
-        if group["n"] < 2:
-            continue
-        metric = group["ranked_on"]
-        std = group[f"{metric}_std"]
-        seeds = stats.seeds_needed(difference, std)
-        needed = f"more than {stats.MAX_SEEDS:,}" if math.isinf(seeds) else f"{seeds}"
-        lines.append(
-            f"{group['config']}: {needed} seeds per configuration to detect {difference:.2%} "
-            f"with 80% power ({metric} std {std:.4f} over {group['n']} runs)"
-        )
-    if not lines:
-        raise NoRunsError(
-            "no configuration has 2 runs or more to measure a std from: run several seeds "
-            "(seed=0,1,2)"
-        )
-    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -103,7 +103,7 @@ class MlflowSweep(Callback):
         print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from pipeline import compare
+        from pipeline import compare, study
 
         sweep_dir = Path(config.hydra.sweep.dir)
         run_id = parent_run_id(sweep_dir)
@@ -122,7 +122,7 @@ class MlflowSweep(Callback):
             # A study preset's sweep: its jobs against the key it varies (or per epoch).
             if x := OmegaConf.select(config, "study.x"):
                 name = OmegaConf.select(config, "study.name")
-                report += compare.study_report(groups, x, out, f"study {name}")
+                report += study.study_report(groups, x, out, f"study {name}")
             tracking.log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"

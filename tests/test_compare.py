@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import OFFLINE, mlflow_server, python
 
-from pipeline import compare
+from pipeline import compare, study
 
 SWEEP = ["activation=relu,tanh,elu"]
 SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
@@ -276,7 +276,7 @@ def test_planning_seeds_per_configuration() -> None:
 
 def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
     groups = compare.group_rows([r for r in ROWS if r["activation"] in ("elu", "relu")])
-    paths = compare.study_report(groups, "model.hidden_units", tmp_path, "units")
+    paths = study.study_report(groups, "model.hidden_units", tmp_path, "units")
     assert paths == [tmp_path / "study.png", tmp_path / "study.csv"]
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
@@ -284,7 +284,7 @@ def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
     assert float(rows[1]["test_accuracy_mean"]) == pytest.approx(0.98)
     assert list(rows[0])[:4] == ["x", "n", "train_accuracy_mean", "train_accuracy_std"]
     with pytest.raises(ValueError, match="x 'units' is not a param of the runs; valid: epoch, "):
-        compare.study_report(groups, "units", tmp_path, "units")
+        study.study_report(groups, "units", tmp_path, "units")
 
 
 def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_path: Path) -> None:
@@ -295,7 +295,7 @@ def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_pat
 
     runs = [noisy("0.0", 0, 0.99, 0.99), noisy("0.0", 1, 0.97, 0.97),
             noisy("0.4", 0, 0.7, 0.9), noisy("0.4", 1, 0.8, 0.92)]  # fmt: skip
-    compare.study_report(compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
+    study.study_report(compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["x"]) for r in rows] == [0.0, 0.4]
@@ -304,7 +304,7 @@ def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_pat
     assert float(rows[1]["train_accuracy_mean"]) == pytest.approx(0.75)
     # Runs without label noise have no such column.
     groups = compare.group_rows(ROWS[:6])
-    compare.study_report(groups, "model.hidden_units", tmp_path, "units")
+    study.study_report(groups, "model.hidden_units", tmp_path, "units")
     assert "train_clean_accuracy_mean" not in (tmp_path / "study.csv").read_text()
 
 
@@ -396,7 +396,7 @@ def test_detect_prints_the_seeds_each_configuration_needs_and_writes_nothing(
 
 def test_study_per_epoch_uses_the_epochs_every_run_has(seeds: str, tmp_path: Path) -> None:
     groups = compare.group_rows(compare.rows_of(compare.find_runs(seeds)))
-    compare.study_report(groups, "epoch", tmp_path, "elu per epoch")
+    study.study_report(groups, "epoch", tmp_path, "elu per epoch")
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
     # elu's runs: one stopped after 2 epochs.
