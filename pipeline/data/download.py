@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from omegaconf import DictConfig
+from tqdm import tqdm
 
 from pipeline.cli import run_stage
 from pipeline.data.idx import (
@@ -169,23 +170,18 @@ def _fetch_http(url: str, target: Path, data: DictConfig) -> None:
 
 
 def _copy_with_progress(response, f, name: str, done: int, total: int | None) -> int:
-    """Append the response body to `f`, drawing a progress bar on a terminal."""
+    """Append the response body to `f`: tqdm's progress bar on a terminal, one line at the
+    end elsewhere (a log)."""
     tty = sys.stderr.isatty()
-    while chunk := response.read(_CHUNK):
-        f.write(chunk)
-        done += len(chunk)
-        if tty:
-            print(f"\r{_progress(name, done, total)}", end="", file=sys.stderr, flush=True)
-    print(("\r" if tty else "") + _progress(name, done, total), file=sys.stderr)
+    bar = tqdm(total=total, initial=done, desc=name, unit="B", unit_scale=True, disable=not tty)
+    with bar:
+        while chunk := response.read(_CHUNK):
+            f.write(chunk)
+            done += len(chunk)
+            bar.update(len(chunk))
+    if not tty:
+        print(f"{name:28} {done / 1e6:6.1f} MB", file=sys.stderr)
     return done
-
-
-def _progress(name: str, done: int, total: int | None, width: int = 30) -> str:
-    mb = f"{done / 1e6:6.1f} MB"
-    if not total:
-        return f"{name:28} {mb}"
-    filled = width * done // total
-    return f"{name:28} [{'#' * filled}{'.' * (width - filled)}] {100 * done // total:3d}% {mb}"
 
 
 def main() -> None:
