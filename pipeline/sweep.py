@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
+from pipeline.config import BASIC_SWEEPER, sweep_values
 from pipeline.io import write_json
 
 PARENT_FILE = "mlflow_parent.json"
@@ -31,14 +32,12 @@ last_status: str | None = None
 open_parent: str | None = None
 
 
-def _jobs(overrides: list[str]) -> int:
+def _jobs(overrides: list[str], sweeper: str = BASIC_SWEEPER) -> int:
     """How many jobs the sweep's command-line overrides stand for (`a=1,2 b=x,y`: 4)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return math.prod(
-        len(list(o.sweep_string_iterator())) if o.is_sweep_override() else 1 for o in parsed
-    )
+    return math.prod(len(values) for values in sweep_values(parsed, sweeper))
 
 
 def _parallel_jobs(config: DictConfig, cores: int) -> int:
@@ -55,7 +54,8 @@ def _parallel_jobs(config: DictConfig, cores: int) -> int:
         # variables set below, exported with each job, would be wrong: there a job gets the
         # cores SLURM binds to it.
         return 1
-    jobs = _jobs(config.hydra.overrides.task)
+    sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default=BASIC_SWEEPER)
+    jobs = _jobs(config.hydra.overrides.task, sweeper)
     if batch := OmegaConf.select(config, "hydra.sweeper.max_batch_size"):
         jobs = min(jobs, batch)  # the sweeper hands the launcher this many jobs at a time
     return min(workers, jobs) if workers else jobs

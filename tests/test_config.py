@@ -140,9 +140,12 @@ def run_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         (["-m", "activation=relu,foo", "epochs=1"], "error: activation: invalid value 'foo';"),
         (["-m", "epochs=1,0"], "error: epochs: invalid value 0; must be a positive integer"),
         (["optimizer=adamw"], "error: optimizer: invalid value 'adamw'; valid choices: rmsprop,"),
+        # Hydra's basic sweeper cannot expand an interval: refused before the parent run.
+        (["-m", "epochs=interval(1,3)"], "error: epochs=interval(1,3): Hydra's basic sweeper "
+         "cannot expand interval(...); it takes a list (a=1,2,3), choice(...)"),
     ],
-    ids=["single", "sweep-activation", "sweep-epochs", "group"],
-)
+    ids=["single", "sweep-activation", "sweep-epochs", "group", "sweep-interval"],
+)  # fmt: skip
 def test_cli_refuses_bad_input_before_any_work(
     tmp_path: Path, tracking_store: str, args: list[str], expected: str
 ) -> None:
@@ -178,6 +181,21 @@ def test_dvc_stage_refuses_a_bad_params_file(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_sweeps_hydra_expands_itself_pass_the_pre_check(args: list[str]) -> None:
     check_overrides(args)  # no HydraException: what cannot be enumerated is left to Hydra
+
+
+def test_an_interval_is_refused_only_where_the_sweeper_cannot_expand_it() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from pipeline.config import sweep_values
+
+    parsed = OverridesParser.create().parse_overrides(["epochs=1,2", "seed=range(3)"])
+    assert sweep_values(parsed) == [["epochs=1", "epochs=2"], ["seed=0", "seed=1", "seed=2"]]
+    interval = OverridesParser.create().parse_overrides(["epochs=1", "lr=tag(log,interval(1,2))"])
+    with pytest.raises(ConfigError, match=r"^lr=tag\(log,interval\(1,2\)\): Hydra's basic"):
+        sweep_values(interval)
+    assert sweep_values(interval, "a.search.Sweeper") == [["epochs=1"]]  # it expands it itself
+    with pytest.raises(ConfigError, match="basic sweeper cannot expand interval"):
+        check_overrides(["-m", "optimizer.learning_rate=interval(0.001,0.1)"])
 
 
 def test_the_pre_check_still_refuses_what_it_can_enumerate_beside_a_glob() -> None:
