@@ -130,3 +130,63 @@ def test_npz_source_is_verified_as_downloaded(
     finally:
         stop()
     np.testing.assert_array_equal(load_raw(paths.raw, 10)["y_train"], arrays["y_train"])
+
+
+def test_the_suite_fetches_the_real_files_itself_once_and_checks_them_again(
+    tmp_path: Path, http_mirror: str, mnist_dir: Path
+) -> None:
+    """Without a mirror or ../shared/ (a newcomer's machine), conftest's `fetch_dataset`
+    downloads the real files through the pipeline's verified download: here from sources
+    served on 127.0.0.1."""
+    from conftest import fetch_dataset
+
+    cache = tmp_path / "cache"
+    fetched = fetch_dataset("mnist", cache, sources=[http_mirror])
+    assert fetched == cache / "mnist"
+    assert_real_mnist(fetched)
+    assert sorted(p.name for p in cache.iterdir()) == ["mnist"]  # no download leftovers
+    # Reused with no source at all: it is there and still the real data.
+    assert fetch_dataset("mnist", cache, sources=[]) == fetched
+    # A cached file that changed is not trusted: fetched again.
+    (fetched / IDX_FILES["y_test"]).write_bytes(gzip.compress(b"not the labels"))
+    assert fetch_dataset("mnist", cache, sources=[http_mirror]) == fetched
+    assert_real_mnist(fetched)
+    # Offline, nothing cached: the download's own one-line error, and nothing left behind.
+    shutil.rmtree(fetched)
+    with pytest.raises(DownloadError, match="could not download mnist from any source"):
+        fetch_dataset("mnist", cache, sources=["http://127.0.0.1:9/"])
+    assert not (cache / "mnist").exists()
+
+
+@pytest.mark.slow  # a pytest run of its own
+def test_offline_with_no_mirror_the_suite_stops_in_one_line(tmp_path: Path) -> None:
+    """The whole suite on a machine with no mirror, no ../shared/ and no network: pytest
+    stops at the first test that needs the real files, with one line saying why."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    project = tmp_path / "clone"
+    shutil.copytree(ROOT / "tests", project / "tests")
+    for name in ("pipeline", "conf", "hydra_plugins", "benchmarks"):
+        (project / name).symlink_to(ROOT / name)
+    shutil.copy(ROOT / "pyproject.toml", project)
+    (project / "tests" / "test_offline_probe.py").write_text(
+        "def test_needs_mnist(mnist_dir):\n    pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_MIRROR")}
+    # No network: the official sources point nowhere (an empty proxy refuses every URL).
+    env |= {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_offline_probe.py"],
+        cwd=project, env=env,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = [line for line in result.stdout.splitlines() if "error: the tests need" in line]
+    assert len(lines) == 1, result.stdout[-3000:]
+    assert "could not download mnist from any source" in lines[0]
+    assert "MNIST_MIRROR" in lines[0]
