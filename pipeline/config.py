@@ -1,24 +1,15 @@
-"""The configuration schema: every key's type and allowed values, checked before any work.
-
-The values themselves live in `conf/` (one source of truth); these dataclasses only say what a
-value may be. They are registered in Hydra's ConfigStore, so a bad override fails while Hydra
-composes, both in `python -m pipeline.train` and in DVC's compose step for `dvc exp run`
-(through `hydra_plugins/`). `validate` re-checks a composed config (or one read back from
+"""The configuration checked before any work: `compose` (Hydra's, with the schemas of
+pipeline.schema) and `validate`, which re-checks a composed config (or one read back from
 `params.yaml`) and adds the range checks that types alone cannot express.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import re
-import secrets
-from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -26,198 +17,35 @@ from omegaconf.errors import (
     ValidationError,
 )
 
-from pipeline.activations import ACTIVATIONS, ARGUMENTS
+from pipeline.activations import ARGUMENTS
 from pipeline.data.idx import IDX_FILES  # the dataset format's file names (no TensorFlow)
 from pipeline.errors import ConfigError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-# The names `activation=` accepts, from the activation table; an alias is an Enum alias, so
-# a run records the table's own name (`swish` -> `silu`).
-Activation = Enum(  # type: ignore[misc]
-    "Activation", [(n, a.name) for a in ACTIVATIONS.values() for n in (a.name, *a.aliases)]
-)
-# `activation_args`: every argument of the table's activations, with its default.
-ActivationArgs = dataclasses.make_dataclass(
-    "ActivationArgs",
-    [(a.name, a.kind, field(default=a.default)) for a in ARGUMENTS.values()],
+from pipeline.schema import (
+    CONF_DIR,
+    MODELS,
+    OPTIMIZERS,
+    Activation,
+    Config,
+    Distribute,
+    LRSchedule,
+    choice_list,
+    register_schemas,
 )
 
-
-class LRSchedule(Enum):
-    """How the learning rate moves over training."""
-
-    constant = "constant"  # the seed's: the optimizer's learning_rate throughout
-    cosine = "cosine"  # from learning_rate down to 0 along a half cosine, over all steps
-
-
-class Distribute(Enum):
-    """How one model is trained on the machine's devices."""
-
-    none = "none"  # the seed's: one device, as TensorFlow places it
-    mirrored = "mirrored"  # one replica per GPU (or logical CPU), gradients averaged each step
+# What callers read from here with the checks: the schema's names they need.
+__all__ = [
+    "CONF_DIR", "MODELS", "OPTIMIZERS", "Activation", "Distribute", "LRSchedule",
+    "compose", "load_params", "register_schemas", "validate",
+]  # fmt: skip
 
 
-@dataclass
-class ModelConfig:
-    """The keys every model has; the shared hidden-layer builder reads the last three."""
-
-    name: str = MISSING
-    dropout: float = MISSING
-    l2: float = MISSING
-    batch_norm: bool = MISSING
-
-
-@dataclass
-class MLPConfig(ModelConfig):
-    hidden_units: list[int] = MISSING
-
-
-@dataclass
-class CNNConfig(ModelConfig):
-    filters: list[int] = MISSING
-    convs_per_block: int = MISSING
-    kernel_size: int = MISSING
-    dense_units: int = MISSING
-
-
-@dataclass
-class RMSpropConfig:
-    name: str = MISSING
-    learning_rate: float = MISSING
-    rho: float = MISSING
-    momentum: float = MISSING
-    epsilon: float = MISSING
-    centered: bool = MISSING
-
-
-@dataclass
-class AdamConfig:
-    name: str = MISSING
-    learning_rate: float = MISSING
-    beta_1: float = MISSING
-    beta_2: float = MISSING
-    epsilon: float = MISSING
-    amsgrad: bool = MISSING
-
-
-@dataclass
-class SGDConfig:
-    name: str = MISSING
-    learning_rate: float = MISSING
-    momentum: float = MISSING
-    nesterov: bool = MISSING
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    classes: list[str] = MISSING
-    mirror_env: str = MISSING
-    sources: list[str] = MISSING
-    idx_sha256: dict[str, str] = MISSING
-    npz_sha256: str | None = MISSING
-    retries: int = MISSING
-    timeout: float = MISSING
-    train_samples: int | None = MISSING
-    test_samples: int | None = MISSING
-    fit_samples: int | None = MISSING
-    label_noise: float = MISSING
-
-
-@dataclass
-class EarlyStoppingConfig:
-    patience: int | None = MISSING
-
-
-@dataclass
-class TrainConfig:
-    resume: bool = MISSING
-    distribute: Distribute = MISSING
-    cpu_devices: int = MISSING
-    steps_per_execution: int = MISSING
-
-
-@dataclass
-class TrackingConfig:
-    experiment: str = MISSING
-
-
-@dataclass
-class StudyConfig:
-    name: str | None = None
-    x: str | None = None
-
-
-@dataclass
-class Config:
-    # model and optimizer hold one of the schemas below, chosen by their `name`.
-    model: Any = MISSING
-    optimizer: Any = MISSING
-    data: DataConfig = MISSING
-    activation: Activation = MISSING
-    activation_args: ActivationArgs = field(default_factory=ActivationArgs)
-    epochs: int = MISSING
-    batch_size: int = MISSING
-    seed: int = MISSING
-    lr_schedule: LRSchedule = MISSING
-    val_split: float = MISSING
-    early_stopping: EarlyStoppingConfig = MISSING
-    train: TrainConfig = MISSING
-    tracking: TrackingConfig = MISSING
-    study: StudyConfig = field(default_factory=StudyConfig)
-
-
-# The config-group choices with their schemas. A model is its schema here, its builder in
-# pipeline/models/ and its YAML file in conf/model/ (a test checks the three agree); an
-# optimizer is its schema here, its Keras class in pipeline/models/ and conf/optimizer/.
-MODELS: dict[str, type] = {"mlp": MLPConfig, "cnn": CNNConfig}
-OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sgd": SGDConfig}
-# Where the schemas live in Hydra's ConfigStore: apart from the groups' own choices, so that
-# `--help` and `optimizer=glob(*)` see only the YAML files.
-SCHEMA_GROUP = "schema"
-
-
-def register_schemas() -> None:
-    """Register the schemas in Hydra's ConfigStore under the names `conf/` refers to, the
-    `choices` resolver the help text uses and the `unique` one run directories use."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(name="config_schema", node=Config)
-    for group, schemas in (("model", MODELS), ("optimizer", OPTIMIZERS)):
-        for name, schema in schemas.items():
-            store.store(group=f"{SCHEMA_GROUP}/{group}", name=name, node=schema)
-    OmegaConf.register_new_resolver("choices", choices, replace=True)
-    # Cached in the config, which Hydra copies to each job of a sweep (joblib's processes
-    # included): one value per command, the same in all its jobs.
-    OmegaConf.register_new_resolver("unique", unique, replace=True, use_cache=True)
-
-
-def unique() -> str:
-    """A random suffix that makes a run directory's name (`outputs/<date>/<time>-<suffix>`)
-    one no other command gets, even one started in the same second, in any process."""
-    return secrets.token_hex(4)
-
-
-def choices(what: str) -> str:
-    """The valid values of a config group (`model`) or of `activation`, for the help text."""
-    if what == "activation":
-        return _choices(Activation.__members__)
-    return _choices(sorted(p.stem for p in (CONF_DIR / what).glob("*.yaml")))
-
-
-def _choices(values: Any) -> str:
-    return ", ".join(str(v) for v in values)
-
-
-def _one_line(err: OmegaConfBaseException) -> ConfigError:
+def one_line(err: OmegaConfBaseException) -> ConfigError:
     """Turn OmegaConf's multi-line error into ours: key, bad value, what is valid."""
     key = err.full_key or str(err.key)
     if isinstance(err, ConfigKeyError | ConfigAttributeError):
         parent = key.rpartition(".")[0]
         node = err.parent_node
-        valid = _choices(k for k in (node or {}) if k != "hydra")
+        valid = choice_list(k for k in (node or {}) if k != "hydra")
         where = f" in '{parent}'" if parent else ""
         return ConfigError(f"unknown key '{key}'{where}; valid keys: {valid}")
     enum = {
@@ -227,7 +55,7 @@ def _one_line(err: OmegaConfBaseException) -> ConfigError:
     }.get(key)
     if enum is not None:
         return ConfigError(
-            f"{key}: invalid value {err.value!r}; valid choices: {_choices(enum.__members__)}"
+            f"{key}: invalid value {err.value!r}; valid choices: {choice_list(enum.__members__)}"
         )
     return ConfigError(f"{key}: invalid value {err.value!r}; must be {_expected(err.msg)}")
 
@@ -249,7 +77,7 @@ def _expected(msg: str) -> str:
 def _typed(values: Any, key: str, registry: dict[str, type]) -> DictConfig:
     name = values.get("name") if isinstance(values, dict) else None
     if name not in registry:
-        raise ConfigError(f"{key}: invalid value {name!r}; valid choices: {_choices(registry)}")
+        raise ConfigError(f"{key}: invalid value {name!r}; valid choices: {choice_list(registry)}")
     try:
         return OmegaConf.merge(OmegaConf.structured(registry[name]), values)
     except (ValidationError, ConfigKeyError, ConfigAttributeError) as err:
@@ -283,7 +111,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
         typed.optimizer = _typed(values.get("optimizer"), "optimizer", OPTIMIZERS)
         missing = sorted(OmegaConf.missing_keys(typed))
     except (ValidationError, ConfigKeyError, ConfigAttributeError) as err:
-        raise _one_line(err) from None
+        raise one_line(err) from None
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)}")
 
@@ -403,132 +231,12 @@ def hydra_error(err: Exception) -> ConfigError:
             registry = {"model": MODELS, "optimizer": OPTIMIZERS}.get(group)
             options = registry or cause.options
             return ConfigError(
-                f"{group}: invalid value {bad!r}; valid choices: {_choices(options)}"
+                f"{group}: invalid value {bad!r}; valid choices: {choice_list(options)}"
             )
         if isinstance(cause, OmegaConfBaseException):
-            return _one_line(cause)
+            return one_line(cause)
         cause = cause.__cause__ or cause.__context__
     return ConfigError(str(err).split("\n")[0])
-
-
-# Hydra flags that change what runs (help, config printing, another config): with these the
-# command line is left to Hydra as it is.
-_HYDRA_FLAGS_WITH_OWN_HANDLING = (
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--cfg",
-    "-c",
-    "--info",
-    "--config-path",
-    "-cp",
-    "--config-name",
-    "-cn",
-    "--config-dir",
-    "-cd",
-    "--package",
-    "-p",
-    "--shell-completion",
-    "-sc",
-    "--version",
-)
-
-
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
-
-
-def sweep_values(parsed: list[Any], sweeper: str | None = BASIC_SWEEPER) -> list[list[str]]:
-    """Per parsed override, the `key=value` of each job it stands for (`a=1,2`: two). What
-    Hydra expands itself when the sweep starts (glob(...), a search sweeper's interval(...))
-    is left out; `sweeper` None: not a multirun, where Hydra says what it makes of a sweep.
-
-    Raises:
-        ConfigError: interval(...) with the basic sweeper, which cannot expand it.
-    """
-    from hydra.core.override_parser.types import IntervalSweep
-    from hydra.errors import HydraException
-
-    jobs = []
-    for override in parsed:
-        if not override.is_sweep_override():
-            jobs.append([override.input_line])
-            continue
-        try:
-            values = list(override.sweep_string_iterator())
-        except HydraException:
-            if sweeper == BASIC_SWEEPER and isinstance(override.value(), IntervalSweep):
-                raise ConfigError(
-                    f"{override.input_line}: Hydra's basic sweeper cannot expand interval(...); "
-                    "it takes a list (a=1,2,3), choice(...), range(start,stop) or glob(...)"
-                ) from None
-            continue  # glob(...) needs Hydra's config loader: Hydra checks it itself
-        jobs.append([f"{override.get_key_element()}={v}" for v in values])
-    return jobs
-
-
-def _parsed(args: list[str]) -> tuple[list[Any], str | None]:
-    """The command line's overrides parsed, with a multirun config's own sweep
-    (`hydra.sweeper.params`, the study presets) for the keys the command line does not set
-    (as Hydra's sweeper does); and the sweeper's class (None without -m)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    parser = OverridesParser.create()
-    sweeper = None
-    try:
-        parsed = parser.parse_overrides([a for a in args if not a.startswith("-")])
-        if "-m" in args or "--multirun" in args:
-            first = [o.input_line for o in parsed if not o.is_sweep_override()]
-            hydra = compose(first, hydra=True).hydra
-            sweeper = hydra.sweeper.get("_target_", BASIC_SWEEPER)
-            given = {o.get_key_element() for o in parsed}
-            own = [f"{k}={v}" for k, v in (hydra.sweeper.params or {}).items() if k not in given]
-            parsed += parser.parse_overrides(own)
-    except HydraException as err:
-        raise hydra_error(err) from None
-    return parsed, sweeper
-
-
-def check_overrides(args: list[str]) -> None:
-    """Compose and validate every job a Hydra command line would launch.
-
-    `activation=relu,elu` stands for two jobs; each combination of sweep values is composed
-    as its own config, so a bad value anywhere is reported before the first job starts.
-
-    Raises:
-        ConfigError: one line for the first invalid job, or a sweep the sweeper cannot expand.
-    """
-    import itertools
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if any(a.split("=")[0] in _HYDRA_FLAGS_WITH_OWN_HANDLING for a in args):
-        return
-    parsed, sweeper = _parsed(args)
-    jobs = sweep_values(parsed, sweeper)
-    parser = OverridesParser.create()
-    # Jobs that differ only in plain values (not in config group choices: model=cnn,
-    # +experiment=width) are composed once, their values then set on copies, as Hydra does.
-    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
-    composed: dict[tuple[str, ...], DictConfig] = {}
-    for job in itertools.product(*jobs):
-        structure, values = [], []
-        for override in parser.parse_overrides(list(job)):
-            key = override.key_or_group
-            plain = not (override.is_add() or override.is_delete() or override.is_force_add())
-            if plain and key not in groups and "/" not in key and key.split(".")[0] != "hydra":
-                values.append(override)
-            else:
-                structure.append(override.input_line)
-        if tuple(structure) not in composed:
-            composed[tuple(structure)] = compose(structure)
-        cfg = copy.deepcopy(composed[tuple(structure)])
-        try:
-            for override in values:
-                OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
-        except OmegaConfBaseException as err:
-            raise _one_line(err) from None
-        validate(cfg)
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import tracking
-from pipeline.config import BASIC_SWEEPER, sweep_values
 from pipeline.io import write_json
+from pipeline.overrides import BASIC_SWEEPER, sweep_values
 
 PARENT_FILE = "mlflow_parent.json"
 # The status the last sweep of this process ended with, for the command's exit status.

@@ -20,9 +20,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from pipeline.cli import fail, handle_signals, interrupted, is_write_error, write_failed
-from pipeline.config import CONF_DIR, check_overrides, register_schemas, validate
+from pipeline.config import CONF_DIR, register_schemas, validate
 from pipeline.data.prepared import is_prepared
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.overrides import check_overrides
 from pipeline.paths import Paths
 
 

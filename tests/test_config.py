@@ -11,8 +11,9 @@ from conftest import ROOT, python
 from omegaconf import OmegaConf
 
 from pipeline.activations import ALIASES, ARGUMENTS, TABLE, markdown
-from pipeline.config import MODELS, OPTIMIZERS, Activation, check_overrides, compose, validate
+from pipeline.config import MODELS, OPTIMIZERS, Activation, compose, validate
 from pipeline.errors import ConfigError
+from pipeline.overrides import check_overrides
 
 
 def test_params_yaml_is_exactly_conf_composed_without_overrides() -> None:
@@ -186,7 +187,7 @@ def test_sweeps_hydra_expands_itself_pass_the_pre_check(args: list[str]) -> None
 def test_an_interval_is_refused_only_where_the_sweeper_cannot_expand_it() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from pipeline.config import sweep_values
+    from pipeline.overrides import sweep_values
 
     parsed = OverridesParser.create().parse_overrides(["epochs=1,2", "seed=range(3)"])
     assert sweep_values(parsed) == [["epochs=1", "epochs=2"], ["seed=0", "seed=1", "seed=2"]]

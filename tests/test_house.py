@@ -242,7 +242,7 @@ def test_models_know_nothing_of_mlflow_dvc_paths_or_the_config() -> None:
 
 def test_config_imports_no_stage_model_or_tracking() -> None:
     assert closure("pipeline.config") == {
-        "pipeline", "pipeline.config", "pipeline.activations", "pipeline.errors",
+        "pipeline", "pipeline.config", "pipeline.schema", "pipeline.activations", "pipeline.errors",
         "pipeline.data", "pipeline.data.idx",  # the dataset format's file names
     }  # fmt: skip
     assert GRAPH["pipeline.errors"] == set()

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from conftest import config
 
-from pipeline.config import CONF_DIR, check_overrides, compose, validate
+from pipeline.config import CONF_DIR, compose, validate
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import split_validation
 from pipeline.errors import ConfigError, DataError
 from pipeline.fit import heldout_set, overfitting
+from pipeline.overrides import check_overrides
 from pipeline.paths import Paths
 
 PRESETS = ("epochs", "width", "data_size", "label_noise")

@@ -5,6 +5,6 @@ only scans `hydra_plugins` packages, adding the repo root to the import path fir
 here is what lets it validate `-S` overrides against the same schemas as `pipeline.train`.
 """
 
-from pipeline.config import register_schemas
+from pipeline.schema import register_schemas
 
 register_schemas()
