@@ -66,8 +66,11 @@ def run_all(
             start = time.perf_counter()
             fit(cfg, paths, entry_point="benchmark", tags=tags)
             metrics = evaluate(cfg, paths)
-            print(f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} in "
-                  f"{time.perf_counter() - start:.0f} s", flush=True)  # fmt: skip
+            print(
+                f"{label} seed {seed}: test {metrics['test_accuracy']:.4f} in "
+                f"{time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
             keras.backend.clear_session()
 
 
@@ -76,9 +79,12 @@ def last_batch(root: Path) -> str:
     from pipeline import tracking
 
     runs = tracking.search_runs(
-        root, tracking.DEFAULT_EXPERIMENT, "tags.benchmark = 'activations'",
-        ["attributes.start_time DESC"], 1,
-    )  # fmt: skip
+        root,
+        tracking.DEFAULT_EXPERIMENT,
+        "tags.benchmark = 'activations'",
+        ["attributes.start_time DESC"],
+        1,
+    )
     if not runs or "benchmark_batch" not in runs[0].data.tags:
         sys.exit("error: no runs of this benchmark in the store; run it first")
     return runs[0].data.tags["benchmark_batch"]
@@ -204,8 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     args.cnn_seeds = args.cnn_seeds or (1 if args.tiny else 3)
     for name in ("seeds", "cnn_seeds"):
         if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')}: invalid value {getattr(args, name)}; "
-                         "must be a positive integer")  # fmt: skip
+            parser.error(
+                f"--{name.replace('_', '-')}: invalid value {getattr(args, name)}; "
+                "must be a positive integer"
+            )
 
     from pipeline.config import Activation
 

@@ -60,13 +60,13 @@ TABLE: tuple[Activation, ...] = (
         "a small slope for x < 0",
         layer="LeakyReLU",
         args=(Arg("negative_slope", 0.2, 0.0, "slope for x < 0"),),
-    ),  # fmt: skip
+    ),
     Activation(
         "elu",
         "exponential for x < 0, saturating at -alpha",
         layer="ELU",
         args=(Arg("alpha", 1.0, 0.0, "saturation value for x < 0"),),
-    ),  # fmt: skip
+    ),
     Activation("selu", "scaled elu, self-normalizing"),
     Activation("gelu", "x times the normal CDF of x"),
     Activation("silu", "x * sigmoid(x)", aliases=("swish",)),
@@ -82,14 +82,14 @@ TABLE: tuple[Activation, ...] = (
         "a learned slope for x < 0, per unit or channel (He et al., 2015)",
         layer="PReLU",
         spatial={"shared_axes": [1, 2]},
-    ),  # fmt: skip
+    ),
     Activation(
         "maxout",
         "the max of k linear pieces per unit (Goodfellow et al., 2013)",
         layer="Maxout",
         widen_by="pieces",
         args=(Arg("pieces", 2, 2, "linear pieces per unit, the max of which is taken"),),
-    ),  # fmt: skip
+    ),
 )
 
 ACTIVATIONS: dict[str, Activation] = {a.name: a for a in TABLE}

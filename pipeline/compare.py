@@ -44,14 +44,33 @@ from pipeline.replicates import (
 )
 
 COLUMNS = (
-    "run", "data", "model", "activation", "optimizer", "epochs", "batch_size",
-    "train_accuracy", "val_accuracy", "test_accuracy", "gap", "duration_s",
-)  # fmt: skip
+    "run",
+    "data",
+    "model",
+    "activation",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "gap",
+    "duration_s",
+)
 # The printed and markdown table of configurations.
 SHOWN = (
-    "config", "n", "train", "val", "test", "95% CI", "gap", "best - this [95% CI]", "p_holm",
-    "vs_best", "seeds_needed",
-)  # fmt: skip
+    "config",
+    "n",
+    "train",
+    "val",
+    "test",
+    "95% CI",
+    "gap",
+    "best - this [95% CI]",
+    "p_holm",
+    "vs_best",
+    "seeds_needed",
+)
 # How many runs' (or groups') curves one chart can show legibly.
 MAX_CURVES = 10
 
@@ -306,17 +325,19 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
-        "--experiment", default=tracking.DEFAULT_EXPERIMENT,
+        "--experiment",
+        default=tracking.DEFAULT_EXPERIMENT,
         help="runs go to an experiment named after their dataset: mnist, fashion_mnist, ...",
-    )  # fmt: skip
+    )
     parser.add_argument("--filter", default="", help="MLflow filter: \"params.activation = 'elu'\"")
     parser.add_argument("--parent", help="only the jobs of this sweep (its parent run id)")
     parser.add_argument("--top", type=int, help="keep the N best runs")
     parser.add_argument("--out", type=Path, default=Path("reports/compare"))
     parser.add_argument(
-        "--per-run", action="store_true",
+        "--per-run",
+        action="store_true",
         help="a row per run, instead of per configuration (runs equal but for their seed)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--detect",
         type=float,

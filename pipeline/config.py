@@ -34,9 +34,17 @@ from pipeline.schema import (
 
 # What callers read from here with the checks: the schema's names they need.
 __all__ = [
-    "CONF_DIR", "MODELS", "OPTIMIZERS", "Activation", "Distribute", "LRSchedule",
-    "compose", "load_params", "register_schemas", "validate",
-]  # fmt: skip
+    "CONF_DIR",
+    "MODELS",
+    "OPTIMIZERS",
+    "Activation",
+    "Distribute",
+    "LRSchedule",
+    "compose",
+    "load_params",
+    "register_schemas",
+    "validate",
+]
 
 
 def one_line(err: OmegaConfBaseException) -> ConfigError:
@@ -115,52 +123,82 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     if missing:
         raise ConfigError(f"missing value for {', '.join(missing)}")
 
+    _check_training(typed)
+    _check_model(typed.model)
+    _check_optimizer(typed.optimizer)
+    _check_data(typed.data)
+    experiment = typed.tracking.experiment
+    _check(bool(experiment.strip()), "tracking.experiment", experiment, "a non-empty name")
+    OmegaConf.set_readonly(typed, True)
+    return typed
+
+
+def _check_training(typed: DictConfig) -> None:
+    """The ranges of the training keys: epochs, batches, seed, held-out data, devices."""
     _check(typed.epochs > 0, "epochs", typed.epochs, "a positive integer")
     _check(typed.batch_size > 0, "batch_size", typed.batch_size, "a positive integer")
     _check(typed.seed >= 0, "seed", typed.seed, "a non-negative integer")
     _check(0 <= typed.val_split < 1, "val_split", typed.val_split, "in [0, 1)")
     patience = typed.early_stopping.patience
-    _check(patience is None or patience >= 1, "early_stopping.patience", patience,
-           "null (off) or a positive integer")  # fmt: skip
-    _check(patience is None or typed.val_split > 0, "early_stopping.patience", patience,
-           "null unless val_split > 0 (stopping on the test set would leak it)")  # fmt: skip
+    key = "early_stopping.patience"
+    _check(patience is None or patience >= 1, key, patience, "null (off) or a positive integer")
+    leak = "null unless val_split > 0 (stopping on the test set would leak it)"
+    _check(patience is None or typed.val_split > 0, key, patience, leak)
     cpu_devices = typed.train.cpu_devices
     _check(cpu_devices >= 1, "train.cpu_devices", cpu_devices, "a positive integer")
-    _check(cpu_devices == 1 or typed.train.distribute is Distribute.mirrored,
-           "train.cpu_devices", cpu_devices, "1 unless train.distribute=mirrored")  # fmt: skip
+    mirrored = typed.train.distribute is Distribute.mirrored
+    rule = "1 unless train.distribute=mirrored"
+    _check(cpu_devices == 1 or mirrored, "train.cpu_devices", cpu_devices, rule)
     for arg in ARGUMENTS.values():
         value = typed.activation_args[arg.name]
         rule = "non-negative" if arg.minimum == 0 else f"at least {arg.minimum}"
         _check(value >= arg.minimum, f"activation_args.{arg.name}", value, rule)
     steps = typed.train.steps_per_execution
     _check(steps >= 1, "train.steps_per_execution", steps, "a positive integer")
-    _check_model(typed.model)
-    _check_optimizer(typed.optimizer)
-    _check_data(typed.data)
-    _check(bool(typed.tracking.experiment.strip()), "tracking.experiment",
-           typed.tracking.experiment, "a non-empty name")  # fmt: skip
-    OmegaConf.set_readonly(typed, True)
-    return typed
 
 
 def _check_data(data: DictConfig) -> None:
-    _check(re.fullmatch(r"[A-Za-z0-9_.-]+", data.name) is not None, "data.name", data.name,
-           "letters, digits, '_', '-' or '.' (it names directories)")  # fmt: skip
+    _check(
+        re.fullmatch(r"[A-Za-z0-9_.-]+", data.name) is not None,
+        "data.name",
+        data.name,
+        "letters, digits, '_', '-' or '.' (it names directories)",
+    )
     classes = list(data.classes)
-    _check(len(classes) >= 2 and len(set(classes)) == len(classes), "data.classes", classes,
-           "at least 2 distinct class names")  # fmt: skip
-    _check(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", data.mirror_env) is not None,
-           "data.mirror_env", data.mirror_env, "an environment variable's name")  # fmt: skip
+    _check(
+        len(classes) >= 2 and len(set(classes)) == len(classes),
+        "data.classes",
+        classes,
+        "at least 2 distinct class names",
+    )
+    _check(
+        re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", data.mirror_env) is not None,
+        "data.mirror_env",
+        data.mirror_env,
+        "an environment variable's name",
+    )
     names = sorted(IDX_FILES.values())
-    _check(sorted(data.idx_sha256) == names, "data.idx_sha256", sorted(data.idx_sha256),
-           f"a checksum for each of {', '.join(names)}")  # fmt: skip
+    _check(
+        sorted(data.idx_sha256) == names,
+        "data.idx_sha256",
+        sorted(data.idx_sha256),
+        f"a checksum for each of {', '.join(names)}",
+    )
     for name, digest in data.idx_sha256.items():
         _check(_is_sha256(digest), f"data.idx_sha256.{name}", digest, "64 hex digits")
-    _check(data.npz_sha256 is None or _is_sha256(data.npz_sha256), "data.npz_sha256",
-           data.npz_sha256, "64 hex digits, or null when no source is an .npz")  # fmt: skip
+    _check(
+        data.npz_sha256 is None or _is_sha256(data.npz_sha256),
+        "data.npz_sha256",
+        data.npz_sha256,
+        "64 hex digits, or null when no source is an .npz",
+    )
     for source in data.sources:
-        _check(not source.endswith(".npz") or data.npz_sha256 is not None, "data.sources",
-               source, "IDX bases only while data.npz_sha256 is null")  # fmt: skip
+        _check(
+            not source.endswith(".npz") or data.npz_sha256 is not None,
+            "data.sources",
+            source,
+            "IDX bases only while data.npz_sha256 is null",
+        )
     _check(data.retries >= 1, "data.retries", data.retries, "at least 1")
     _check(data.timeout > 0, "data.timeout", data.timeout, "positive seconds")
     for key in ("train_samples", "test_samples", "fit_samples"):

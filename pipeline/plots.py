@@ -113,8 +113,10 @@ def accuracy_bars(
     ax.bar(xs - width / 2, train, width, yerr=train_err, capsize=3, label="train")
     ax.bar(xs + width / 2, test, width, yerr=test_err, capsize=3, label="test")
     # The gap's label goes above the error bars.
-    top = np.fmax(np.add(train, np.nan_to_num(0 if train_err is None else train_err)),
-                  np.add(test, np.nan_to_num(0 if test_err is None else test_err)))  # fmt: skip
+    top = np.fmax(
+        np.add(train, np.nan_to_num(0 if train_err is None else train_err)),
+        np.add(test, np.nan_to_num(0 if test_err is None else test_err)),
+    )
     for x, tr, te, y in zip(xs, train, test, top, strict=True):
         ax.annotate(f"{(tr - te) * 100:+.2f}", (x, y), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(xs, labels, rotation=45, ha="right")
@@ -150,8 +152,9 @@ def curves_band(
         for name, (mean, std) in series.items():
             epochs = np.arange(1, len(mean) + 1)
             style = "-" if name.startswith("train") else "--"
-            ax.plot(epochs, mean, style, color=color, marker=".",
-                    label=f"{label} {name.split('_')[0]}")  # fmt: skip
+            ax.plot(
+                epochs, mean, style, color=color, marker=".", label=f"{label} {name.split('_')[0]}"
+            )
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
@@ -188,8 +191,7 @@ def study(rows: list[dict], x_label: str, path: Path, title: str) -> None:
             std = [r[f"{metric}_std"] for r in rows]  # nan for a single run: no bar
             style = {"test": "--", "train_clean": ":"}.get(metric.rsplit("_", 1)[0], "-")
             label = {"train_clean_accuracy": "train, true labels"}.get(metric, metric.split("_")[0])
-            ax.errorbar(positions, mean, yerr=std, fmt=style, marker="o", capsize=3,
-                        label=label)  # fmt: skip
+            ax.errorbar(positions, mean, yerr=std, fmt=style, marker="o", capsize=3, label=label)
         # Sizes and sample counts sweep over decades: even steps on a log axis.
         if numeric and min(xs) > 0 and max(xs) / min(xs) > 30:
             ax.set_xscale("log")
@@ -205,9 +207,13 @@ def study(rows: list[dict], x_label: str, path: Path, title: str) -> None:
 
 
 def misclassified_gallery(
-    images: np.ndarray, truth: list[str], predicted: list[str], confidence: np.ndarray,
-    path: Path, cols: int = 8,
-) -> None:  # fmt: skip
+    images: np.ndarray,
+    truth: list[str],
+    predicted: list[str],
+    confidence: np.ndarray,
+    path: Path,
+    cols: int = 8,
+) -> None:
     """Test images the model got wrong (N, height, width), each titled true -> predicted
     (confidence)."""
     captions = [f"{t}→{p} ({c:.0%})" for t, p, c in zip(truth, predicted, confidence, strict=True)]
@@ -218,5 +224,4 @@ def misclassified_gallery(
 def prediction_strip(images: np.ndarray, captions: list[str], path: Path) -> None:
     """Images as a model saw them (N, height, width), each titled with its prediction."""
     cols = min(len(images), 10)
-    _image_grid(images, captions, path, "As the model saw them: prediction (probability)", cols,
-                9)  # fmt: skip
+    _image_grid(images, captions, path, "As the model saw them: prediction (probability)", cols, 9)

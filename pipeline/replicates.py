@@ -19,12 +19,34 @@ from pipeline.errors import PipelineError
 
 # What a row of `group_rows` holds, as table.csv writes it.
 GROUP_COLUMNS = (
-    "config", "data", "model", "activation", "optimizer", "epochs", "batch_size", "n", "seeds",
-    "train_accuracy_mean", "train_accuracy_std", "val_accuracy_mean", "val_accuracy_std",
-    "test_accuracy_mean", "test_accuracy_std", "test_accuracy_ci_low", "test_accuracy_ci_high",
-    "gap_mean", "gap_std", "ranked_on", "diff_vs_best", "diff_ci_low", "diff_ci_high",
-    "p_value", "p_holm", "vs_best", "seeds_needed",
-)  # fmt: skip
+    "config",
+    "data",
+    "model",
+    "activation",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "n",
+    "seeds",
+    "train_accuracy_mean",
+    "train_accuracy_std",
+    "val_accuracy_mean",
+    "val_accuracy_std",
+    "test_accuracy_mean",
+    "test_accuracy_std",
+    "test_accuracy_ci_low",
+    "test_accuracy_ci_high",
+    "gap_mean",
+    "gap_std",
+    "ranked_on",
+    "diff_vs_best",
+    "diff_ci_low",
+    "diff_ci_high",
+    "p_value",
+    "p_holm",
+    "vs_best",
+    "seeds_needed",
+)
 # The columns a configuration takes from its runs (equal in all of them).
 SETUP = ("data", "model", "activation", "optimizer", "epochs", "batch_size")
 # Summarised over each configuration's runs.

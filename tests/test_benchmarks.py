@@ -18,8 +18,11 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
     table = (out / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| mlp-") or "| cnn-" in line]
     assert sorted(r.split("|")[1].strip() for r in rows) == [
-        "cnn-relu", "mlp-elu", "mlp-maxout", "mlp-relu"
-    ]  # fmt: skip
+        "cnn-relu",
+        "mlp-elu",
+        "mlp-maxout",
+        "mlp-relu",
+    ]
     for row in rows:
         # Grouped over seeds: 2 per MLP (mean ± std, an interval), 1 for the CNN (no interval).
         cells = [c.strip() for c in row.split("|")[1:12]]
@@ -77,7 +80,11 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     # What each removed start-up trick would save, measured now: the interpreter's teardown
     # and opening MLflow's store take time; hiding Keras' optional imports saves little or none.
     kinds = {"`os._exit(0)`": "teardown", "Keras imported": "keras", "A helper process": "mlflow"}
-    tricks = {kinds[k]: float(cells[0]) for name, cells in rows.items() for k in kinds
-              if name.startswith(k)}  # fmt: skip
+    tricks = {
+        kinds[k]: float(cells[0])
+        for name, cells in rows.items()
+        for k in kinds
+        if name.startswith(k)
+    }
     assert len(tricks) == 3 and tricks["teardown"] > 0 and tricks["mlflow"] > 0
     assert -5 < tricks["keras"] < 5

@@ -71,11 +71,18 @@ def test_a_glob_sweep_runs_every_optimizer_choice(make_project) -> None:
     """`optimizer=glob(*)` is Hydra's to expand: the pre-check lets it through, and the
     sweep's jobs are the YAML choices (no config schemas among them)."""
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
-    small = [*OFFLINE, "epochs=1", "data.train_samples=1000", "data.test_samples=500",
-             "model.hidden_units=[16]", "hydra.sweep.dir=multirun/glob"]  # fmt: skip
+    small = [
+        *OFFLINE,
+        "epochs=1",
+        "data.train_samples=1000",
+        "data.test_samples=500",
+        "model.hidden_units=[16]",
+        "hydra.sweep.dir=multirun/glob",
+    ]
     result = run_cli(paths.root, "-m", "optimizer=glob(*)", *small)
     assert "Traceback" not in result.stderr
     jobs = sorted((paths.root / "multirun" / "glob").glob("[0-9]*/.hydra/overrides.yaml"))
-    chosen = sorted(line for job in jobs for line in job.read_text().splitlines()
-                    if "optimizer=" in line)  # fmt: skip
+    chosen = sorted(
+        line for job in jobs for line in job.read_text().splitlines() if "optimizer=" in line
+    )
     assert chosen == ["- optimizer=adam", "- optimizer=rmsprop", "- optimizer=sgd"]

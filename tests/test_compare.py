@@ -20,8 +20,13 @@ from conftest import OFFLINE, mlflow_server, python
 from pipeline import compare, study
 
 SWEEP = ["activation=relu,tanh,elu"]
-SMALL = [*OFFLINE, "epochs=2", "data.train_samples=3000", "data.test_samples=1000",
-         "model.hidden_units=[64]"]  # fmt: skip
+SMALL = [
+    *OFFLINE,
+    "epochs=2",
+    "data.train_samples=3000",
+    "data.test_samples=1000",
+    "model.hidden_units=[64]",
+]
 
 
 def run(cwd: Path, env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -61,16 +66,26 @@ def test_sweep_is_one_parent_with_a_child_per_job(store: dict) -> None:
     assert sorted(c.data.tags["sweep_job"] for c in children) == ["0", "1", "2"]
     assert all(c.info.status == "FINISHED" for c in children)
     artifacts = {a.path for a in client(store).list_artifacts(parent.info.run_id, "compare")}
-    assert artifacts == {f"compare/{n}" for n in ("table.md", "table.csv", "accuracy.png",
-                                                  "curves.png")}  # fmt: skip
+    assert artifacts == {
+        f"compare/{n}" for n in ("table.md", "table.csv", "accuracy.png", "curves.png")
+    }
 
 
 @pytest.mark.slow
 def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> None:
     parent, children = sweep_runs(store)
     out = tmp_path / "report"
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--per-run", "--parent",
-                 parent.info.run_id, "--out", str(out))  # fmt: skip
+    result = run(
+        store["root"],
+        store["env"],
+        "-m",
+        "pipeline.compare",
+        "--per-run",
+        "--parent",
+        parent.info.run_id,
+        "--out",
+        str(out),
+    )
     with open(out / "table.csv") as f:
         rows = list(csv.DictReader(f))
     by_id = {c.info.run_id: c for c in children}
@@ -95,12 +110,22 @@ def test_report_orders_runs_and_computes_gaps(store: dict, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_report_filter_and_top(store: dict, tmp_path: Path) -> None:
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--per-run", "--filter",
-                 "params.activation = 'tanh'", "--out", str(tmp_path))  # fmt: skip
+    result = run(
+        store["root"],
+        store["env"],
+        "-m",
+        "pipeline.compare",
+        "--per-run",
+        "--filter",
+        "params.activation = 'tanh'",
+        "--out",
+        str(tmp_path),
+    )
     assert [line.split()[3] for line in result.stdout.splitlines()[1:2]] == ["tanh"]
     assert (tmp_path / "table.csv").read_text().count("\n") == 1 + 1
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--top", "2",
-                 "--out", str(tmp_path))  # fmt: skip
+    result = run(
+        store["root"], store["env"], "-m", "pipeline.compare", "--top", "2", "--out", str(tmp_path)
+    )
     assert (tmp_path / "table.csv").read_text().count("\n") == 1 + 2
 
 
@@ -108,16 +133,26 @@ def test_report_filter_and_top(store: dict, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--filter", "params.activation = 'mish'"], "no evaluated runs in experiment 'mnist' "
-         "matching params.activation = 'mish'"),
+        (
+            ["--filter", "params.activation = 'mish'"],
+            "no evaluated runs in experiment 'mnist' matching params.activation = 'mish'",
+        ),
         (["--experiment", "nope"], "no experiment 'nope' in sqlite:///"),
     ],
-)  # fmt: skip
+)
 def test_report_with_nothing_to_compare_says_so(
     store: dict, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", *args, "--out",
-                 str(tmp_path / "out"), check=False)  # fmt: skip
+    result = run(
+        store["root"],
+        store["env"],
+        "-m",
+        "pipeline.compare",
+        *args,
+        "--out",
+        str(tmp_path / "out"),
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {message}")
     assert len(result.stderr.strip().splitlines()) == 1
@@ -128,14 +163,24 @@ def test_report_with_nothing_to_compare_says_so(
 def test_report_groups_the_sweep_by_configuration(store: dict, tmp_path: Path) -> None:
     # Three activations, one seed each: three configurations of one run, none comparable.
     parent, children = sweep_runs(store)
-    result = run(store["root"], store["env"], "-m", "pipeline.compare", "--parent",
-                 parent.info.run_id, "--out", str(tmp_path))  # fmt: skip
+    result = run(
+        store["root"],
+        store["env"],
+        "-m",
+        "pipeline.compare",
+        "--parent",
+        parent.info.run_id,
+        "--out",
+        str(tmp_path),
+    )
     with open(tmp_path / "table.csv") as f:
         rows = list(csv.DictReader(f))
     # elu's own argument is a param that only it has.
     assert sorted(r["config"] for r in rows) == [
-        "activation=elu activation_args.alpha=1.0", "activation=relu", "activation=tanh"
-    ]  # fmt: skip
+        "activation=elu activation_args.alpha=1.0",
+        "activation=relu",
+        "activation=tanh",
+    ]
     assert [r["vs_best"] for r in rows] == ["best", "n<2", "n<2"]
     for row in rows:
         (child,) = [c for c in children if c.info.run_id == row["run_ids"]]
@@ -150,46 +195,72 @@ def test_report_groups_the_sweep_by_configuration(store: dict, tmp_path: Path) -
 
 
 def row(
-    activation: str, seed: int, train: float, test: float, units: str = "[512]",
+    activation: str,
+    seed: int,
+    train: float,
+    test: float,
+    units: str = "[512]",
     val: float = math.nan,
-) -> dict:  # fmt: skip
+) -> dict:
     """A run as `compare.rows_of` gives it."""
     params = {"activation": activation, "model.hidden_units": units, "seed": str(seed)}
-    return {"run": f"mlp-{activation}", "data": "mnist", "model": "mlp",
-            "activation": activation, "optimizer": "rmsprop", "epochs": "5",
-            "batch_size": "128", "train_accuracy": train, "val_accuracy": val,
-            "test_accuracy": test, "gap": train - test, "duration_s": 1.0,
-            "run_id": f"{activation}-{seed}", "seed": str(seed),
-            "params": params}  # fmt: skip
+    return {
+        "run": f"mlp-{activation}",
+        "data": "mnist",
+        "model": "mlp",
+        "activation": activation,
+        "optimizer": "rmsprop",
+        "epochs": "5",
+        "batch_size": "128",
+        "train_accuracy": train,
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "gap": train - test,
+        "duration_s": 1.0,
+        "run_id": f"{activation}-{seed}",
+        "seed": str(seed),
+        "params": params,
+    }
 
 
 # Best elu; sigmoid 0.01 below it (Welch p 0.29: a tie); relu far below; tanh ran once.
 ROWS = [
-    row("elu", 2, 0.995, 0.99), row("elu", 0, 0.99, 0.97), row("elu", 1, 1.0, 0.98),
-    row("relu", 0, 0.93, 0.90, "[64]"), row("relu", 1, 0.93, 0.905, "[64]"),
+    row("elu", 2, 0.995, 0.99),
+    row("elu", 0, 0.99, 0.97),
+    row("elu", 1, 1.0, 0.98),
+    row("relu", 0, 0.93, 0.90, "[64]"),
+    row("relu", 1, 0.93, 0.905, "[64]"),
     row("relu", 2, 0.93, 0.91, "[64]"),
-    row("sigmoid", 0, 0.99, 0.96), row("sigmoid", 1, 0.99, 0.97), row("sigmoid", 2, 0.99, 0.98),
+    row("sigmoid", 0, 0.99, 0.96),
+    row("sigmoid", 1, 0.99, 0.97),
+    row("sigmoid", 2, 0.99, 0.98),
     row("tanh", 0, 0.99, 0.95),
-]  # fmt: skip
+]
 
 
 def test_seeds_of_one_configuration_are_one_group() -> None:
     groups = compare.group_rows(ROWS)
     assert [g["config"] for g in groups] == [
-        "activation=elu model.hidden_units=[512]", "activation=sigmoid model.hidden_units=[512]",
-        "activation=tanh model.hidden_units=[512]", "activation=relu model.hidden_units=[64]",
-    ]  # fmt: skip
+        "activation=elu model.hidden_units=[512]",
+        "activation=sigmoid model.hidden_units=[512]",
+        "activation=tanh model.hidden_units=[512]",
+        "activation=relu model.hidden_units=[64]",
+    ]
     assert [g["vs_best"] for g in groups] == ["best", "tie", "n<2", "worse"]
     assert [g["ranked_on"] for g in groups] == ["test_accuracy"] * 4
     assert [(g["n"], g["seeds"]) for g in groups] == [(3, "0,1,2")] * 2 + [(1, "0"), (3, "0,1,2")]
     elu, _, tanh, relu = groups
     half = 4.303 * 0.01 / math.sqrt(3)  # the t table's value for 2 degrees of freedom
     assert (elu["test_accuracy_mean"], elu["test_accuracy_std"]) == (
-        pytest.approx(0.98), pytest.approx(0.01))  # fmt: skip
+        pytest.approx(0.98),
+        pytest.approx(0.01),
+    )
     assert elu["test_accuracy_ci_low"] == pytest.approx(0.98 - half, abs=1e-5)
     assert elu["test_accuracy_ci_high"] == pytest.approx(0.98 + half, abs=1e-5)
     assert (elu["train_accuracy_mean"], elu["train_accuracy_std"]) == (
-        pytest.approx(0.995), pytest.approx(0.005))  # fmt: skip
+        pytest.approx(0.995),
+        pytest.approx(0.005),
+    )
     # Gaps 0.005, 0.02, 0.02.
     assert (elu["gap_mean"], elu["gap_std"]) == (
         pytest.approx(0.015),
@@ -213,11 +284,37 @@ def test_groups_print_mean_and_std_and_a_single_run_without_spread() -> None:
     lines = compare.group_text_table(compare.group_rows(ROWS)).splitlines()
     assert lines[0].split()[:4] == ["config", "n", "train", "test"]
     elu, tanh = lines[1].split(), lines[3].split()
-    assert elu[2:13] == ["3", "0.9950", "±", "0.0050", "0.9800", "±", "0.0100", "[0.9552,",
-                         "1.0048]", "0.0150", "±"]  # fmt: skip
+    assert elu[2:13] == [
+        "3",
+        "0.9950",
+        "±",
+        "0.0050",
+        "0.9800",
+        "±",
+        "0.0100",
+        "[0.9552,",
+        "1.0048]",
+        "0.0150",
+        "±",
+    ]
     assert elu[-4:] == ["+0.0000", "-", "best", "-"]
-    assert tanh[2:] == ["1", "0.9900", "±", "-", "0.9500", "±", "-", "-", "0.0400", "±", "-",
-                        "+0.0300", "-", "n<2", "-"]  # fmt: skip
+    assert tanh[2:] == [
+        "1",
+        "0.9900",
+        "±",
+        "-",
+        "0.9500",
+        "±",
+        "-",
+        "-",
+        "0.0400",
+        "±",
+        "-",
+        "+0.0300",
+        "-",
+        "n<2",
+        "-",
+    ]
     sigmoid, relu = lines[2].split(), lines[4].split()
     assert sigmoid[-6:] == ["+0.0100", "[-0.0127,", "+0.0327]", "0.288", "tie", "17"]
     assert relu[-3:] == ["0.003", "worse", "-"]
@@ -290,11 +387,18 @@ def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
 def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_path: Path) -> None:
     def noisy(noise: str, seed: int, train: float, clean: float) -> dict:
         r = row("relu", seed, train, 0.9)
-        return {**r, "train_clean_accuracy": clean,
-                "params": {**r["params"], "data.label_noise": noise}}  # fmt: skip
+        return {
+            **r,
+            "train_clean_accuracy": clean,
+            "params": {**r["params"], "data.label_noise": noise},
+        }
 
-    runs = [noisy("0.0", 0, 0.99, 0.99), noisy("0.0", 1, 0.97, 0.97),
-            noisy("0.4", 0, 0.7, 0.9), noisy("0.4", 1, 0.8, 0.92)]  # fmt: skip
+    runs = [
+        noisy("0.0", 0, 0.99, 0.99),
+        noisy("0.0", 1, 0.97, 0.97),
+        noisy("0.4", 0, 0.7, 0.9),
+        noisy("0.4", 1, 0.8, 0.92),
+    ]
     study.study_report(compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
@@ -326,10 +430,16 @@ def seeds(tracking_store: str) -> str:
             for k in ("train_accuracy", "test_accuracy")
             for e in range(1, epochs + 1)
         ]
-        curves += [Metric(f"epoch/{k}", 0.1 * e, 0, e) for k in ("train_loss", "test_loss")
-                   for e in range(1, epochs + 1)]  # fmt: skip
-        final = {"train_accuracy": r["train_accuracy"], "test_accuracy": r["test_accuracy"],
-                 "generalization_gap": r["gap"]}  # fmt: skip
+        curves += [
+            Metric(f"epoch/{k}", 0.1 * e, 0, e)
+            for k in ("train_loss", "test_loss")
+            for e in range(1, epochs + 1)
+        ]
+        final = {
+            "train_accuracy": r["train_accuracy"],
+            "test_accuracy": r["test_accuracy"],
+            "generalization_gap": r["gap"],
+        }
         client.log_batch(
             run_id,
             metrics=[*curves, *(Metric(k, v, 0, 0) for k, v in final.items())],
@@ -352,7 +462,7 @@ def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> N
         # Two seeds a side leave Welch's test about one degree of freedom: 0.9025 is not told
         # from 0.98 (p 0.07).
         ("activation=relu model.hidden_units=[64]", "2", "0,1", "tie"),
-    ]  # fmt: skip
+    ]
     assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.98)
     assert rows[1]["test_accuracy_std"] == "" and rows[1]["test_accuracy_ci_low"] == ""
     assert (
@@ -447,8 +557,16 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri}
     # A learning rate of 1e30 overflows the weights: the loss is NaN after the first epoch.
-    result = run(paths.root, env, "-m", "pipeline.train", "-m",
-                 "optimizer.learning_rate=1e30,0.001", *SMALL, check=False)  # fmt: skip
+    result = run(
+        paths.root,
+        env,
+        "-m",
+        "pipeline.train",
+        "-m",
+        "optimizer.learning_rate=1e30,0.001",
+        *SMALL,
+        check=False,
+    )
     assert result.returncode == 1
     assert "error: job 0: loss became NaN at epoch 1" in result.stderr
     # The sweep's end repeats it (a parallel launcher keeps a job's output in its own log).

@@ -19,8 +19,13 @@ from conftest import OFFLINE, ROOT, download_model
 from pipeline.errors import PipelineError
 from pipeline.train import CLAIM, claim
 
-SMALL = [*OFFLINE, "data.train_samples=2000", "data.test_samples=1000", "model.hidden_units=[32]",
-         "epochs=2"]  # fmt: skip
+SMALL = [
+    *OFFLINE,
+    "data.train_samples=2000",
+    "data.test_samples=1000",
+    "model.hidden_units=[32]",
+    "epochs=2",
+]
 ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid")
 
 
@@ -36,8 +41,11 @@ def test_a_run_directory_is_claimed_once(tmp_path: Path) -> None:
 def _resolved_run_dir(root: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "--cfg", "hydra", "--resolve"],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_commands_started_in_the_same_second_get_different_directories(tmp_path: Path) -> None:
@@ -87,7 +95,7 @@ def test_four_trainings_started_together_keep_their_own_results(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for a in ACTIVATIONS
     ]
     for process in started:
@@ -124,9 +132,10 @@ def _search(url: str) -> int:
 
     def post(path: str, body: dict) -> dict:
         request = urllib.request.Request(
-            f"{url}/api/2.0/mlflow/{path}", data=json.dumps(body).encode(),
+            f"{url}/api/2.0/mlflow/{path}",
+            data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -154,10 +163,23 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
     )
     subprocess.run([sys.executable, "-c", create], cwd=paths.root, env=env, check=True)
     sweep = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.train", "-m", "hydra/launcher=joblib",
-         "hydra.launcher.n_jobs=2", "seed=range(6)", *SMALL, "epochs=1"],
-        cwd=paths.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "seed=range(6)",
+            *SMALL,
+            "epochs=1",
+        ],
+        cwd=paths.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     reports, seen = [], []
     no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server_log = tmp_path / "server.log"
@@ -171,15 +193,20 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
             except Exception as err:  # what a user would see as an error page
                 failures.append(f"{type(err).__name__}: {err}")
 
-    with mlflow_server(uri, "--artifacts-destination", str(tmp_path / "artifacts"),
-                       log=server_log, env=no_jobs) as url:  # fmt: skip
+    with mlflow_server(
+        uri, "--artifacts-destination", str(tmp_path / "artifacts"), log=server_log, env=no_jobs
+    ) as url:
         browser = threading.Thread(target=browse, args=(url,))
         browser.start()
         while sweep.poll() is None:
             report = subprocess.run(
                 [sys.executable, "-m", "pipeline.compare", "--out", str(tmp_path / "report")],
-                cwd=paths.root, env=env, capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
+                cwd=paths.root,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             reports.append(report)
         browser.join()
     out = sweep.communicate()[0]
@@ -234,10 +261,16 @@ def test_runs_started_together_record_the_same_dataset(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
     rounds, processes = 16, 6
     started = [
-        subprocess.Popen([sys.executable, "-c", _SAME_DATASET, str(rounds)], cwd=tmp_path,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _SAME_DATASET, str(rounds)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(processes)
-    ]  # fmt: skip
+    ]
     assert [p.stdout.readline() for p in started] == ["ready\n"] * processes
     (tmp_path / "go").write_text(str(time.time() + 0.5))
     errors = [p.communicate(timeout=120)[1] for p in started]

@@ -142,11 +142,14 @@ def run_train(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         (["-m", "epochs=1,0"], "error: epochs: invalid value 0; must be a positive integer"),
         (["optimizer=adamw"], "error: optimizer: invalid value 'adamw'; valid choices: rmsprop,"),
         # Hydra's basic sweeper cannot expand an interval: refused before the parent run.
-        (["-m", "epochs=interval(1,3)"], "error: epochs=interval(1,3): Hydra's basic sweeper "
-         "cannot expand interval(...); it takes a list (a=1,2,3), choice(...)"),
+        (
+            ["-m", "epochs=interval(1,3)"],
+            "error: epochs=interval(1,3): Hydra's basic sweeper "
+            "cannot expand interval(...); it takes a list (a=1,2,3), choice(...)",
+        ),
     ],
     ids=["single", "sweep-activation", "sweep-epochs", "group", "sweep-interval"],
-)  # fmt: skip
+)
 def test_cli_refuses_bad_input_before_any_work(
     tmp_path: Path, tracking_store: str, args: list[str], expected: str
 ) -> None:
@@ -176,10 +179,14 @@ def test_dvc_stage_refuses_a_bad_params_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["optimizer=glob(*)"], ["optimizer=glob(*,exclude=sgd)", "seed=range(0,3)"],
-     ["optimizer.learning_rate=interval(0.0001,0.1)"], ["activation=choice(relu,elu)"]],
+    [
+        ["optimizer=glob(*)"],
+        ["optimizer=glob(*,exclude=sgd)", "seed=range(0,3)"],
+        ["optimizer.learning_rate=interval(0.0001,0.1)"],
+        ["activation=choice(relu,elu)"],
+    ],
     ids=["glob", "glob-and-range", "interval", "choice"],
-)  # fmt: skip
+)
 def test_sweeps_hydra_expands_itself_pass_the_pre_check(args: list[str]) -> None:
     check_overrides(args)  # no HydraException: what cannot be enumerated is left to Hydra
 

@@ -29,8 +29,18 @@ def changed_checksum(cfg, name: str, value: str):
     return OmegaConf.create(plain)
 
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                   "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 def test_fashion_mnist_is_a_config_choice_with_its_classes_mirror_and_experiment() -> None:
@@ -49,14 +59,16 @@ def test_fashion_mnist_is_a_config_choice_with_its_classes_mirror_and_experiment
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["data=fashion_mnist", "data.sources=[http://x/mnist.npz]"],
-         "data.sources: invalid value 'http://x/mnist.npz'; must be IDX bases only while"),
+        (
+            ["data=fashion_mnist", "data.sources=[http://x/mnist.npz]"],
+            "data.sources: invalid value 'http://x/mnist.npz'; must be IDX bases only while",
+        ),
         (["data.classes=[a]"], "data.classes: invalid value ['a']; must be at least 2 distinct"),
         (["data.npz_sha256=abc"], "data.npz_sha256: invalid value 'abc'; must be 64 hex digits"),
         (["data.mirror_env=no-such var"], "data.mirror_env: invalid value 'no-such var'; must"),
         (["data=imagenet"], "data: invalid value 'imagenet'; valid choices: fashion_mnist, mnist"),
     ],
-)  # fmt: skip
+)
 def test_bad_dataset_settings_are_refused_in_one_line(overrides: list, expected: str) -> None:
     from pipeline.config import validate
 
@@ -99,12 +111,15 @@ def test_each_dataset_downloads_from_its_own_mirror_into_its_own_directory(
         raw = download(cfg, Paths.project(tmp_path))
         assert raw == tmp_path / "data" / "raw" / name
         manifest = json.loads((raw / MANIFEST).read_text())
-        assert manifest == {"source": os.environ[cfg.data.mirror_env],
-                            "sha256": dict(cfg.data.idx_sha256)}  # fmt: skip
+        assert manifest == {
+            "source": os.environ[cfg.data.mirror_env],
+            "sha256": dict(cfg.data.idx_sha256),
+        }
         assert is_downloaded(cfg, Paths.project(tmp_path))
     assert sorted(p.name for p in (tmp_path / "data" / "raw").iterdir()) == [
-        "fashion_mnist", "mnist"
-    ]  # fmt: skip
+        "fashion_mnist",
+        "mnist",
+    ]
     # Raw files verified against other checksums are not this config's.
     other = changed_checksum(config("data=fashion_mnist"), IDX_FILES["y_test"], "0" * 64)
     assert not is_downloaded(other, Paths.project(tmp_path))
@@ -139,9 +154,12 @@ def test_prepared_data_is_reused_only_when_everything_that_shaped_it_matches(
         config("data.train_samples=501", "data.test_samples=100"),
         config("data.train_samples=500", "data.test_samples=null"),
         changed_checksum(same, IDX_FILES["x_train"], "1" * 64),
-        config("data.train_samples=500", "data.test_samples=100",
-               "data.classes=[a,b,c,d,e,f,g,h,i,j,k]"),
-    ):  # fmt: skip
+        config(
+            "data.train_samples=500",
+            "data.test_samples=100",
+            "data.classes=[a,b,c,d,e,f,g,h,i,j,k]",
+        ),
+    ):
         assert not is_prepared(changed, paths), changed.data
     # Another dataset's config looks in its own directory, where nothing is prepared yet.
     other = config("data=fashion_mnist", "data.train_samples=500", "data.test_samples=100")
@@ -165,8 +183,13 @@ def test_switching_datasets_in_one_checkout_trains_each_time_on_the_right_data(
     import mlflow
 
     env = {"MNIST_MIRROR": str(mnist_dir), "FASHION_MNIST_MIRROR": str(fashion_dir)}
-    small = [*OFFLINE, "epochs=1", "data.train_samples=3000", "data.test_samples=1000",
-             "model.hidden_units=[64]"]  # fmt: skip
+    small = [
+        *OFFLINE,
+        "epochs=1",
+        "data.train_samples=3000",
+        "data.test_samples=1000",
+        "model.hidden_units=[64]",
+    ]
     runs = []
     for name in ("mnist", "fashion_mnist", "mnist"):
         result = python(tmp_path, "-m", "pipeline.train", f"data={name}", *small, env=env)
@@ -186,8 +209,9 @@ def test_switching_datasets_in_one_checkout_trains_each_time_on_the_right_data(
     # MLflow knows the data: training and test sets as dataset inputs, by content.
     inputs = {i.dataset.name: i for i in fashion.inputs.dataset_inputs}
     assert set(inputs) == {"fashion_mnist-train", "fashion_mnist-test"}
-    contexts = {n: {t.key: t.value for t in i.tags}["mlflow.data.context"]
-                for n, i in inputs.items()}  # fmt: skip
+    contexts = {
+        n: {t.key: t.value for t in i.tags}["mlflow.data.context"] for n, i in inputs.items()
+    }
     assert contexts == {"fashion_mnist-train": "training", "fashion_mnist-test": "test"}
     assert str(fashion_dir) in inputs["fashion_mnist-train"].dataset.source
     digests = [{i.dataset.name: i.dataset.digest for i in r.inputs.dataset_inputs} for r in runs]
@@ -204,9 +228,19 @@ def test_a_sweep_over_datasets_logs_each_job_to_its_dataset_and_finishes(
     import mlflow
 
     env = {"MNIST_MIRROR": str(mnist_dir), "FASHION_MNIST_MIRROR": str(fashion_dir)}
-    python(tmp_path, "-m", "pipeline.train", "-m", "data=mnist,fashion_mnist", *OFFLINE,
-           "epochs=1", "data.train_samples=1000", "data.test_samples=500",
-           "model.hidden_units=[32]", env=env)  # fmt: skip
+    python(
+        tmp_path,
+        "-m",
+        "pipeline.train",
+        "-m",
+        "data=mnist,fashion_mnist",
+        *OFFLINE,
+        "epochs=1",
+        "data.train_samples=1000",
+        "data.test_samples=500",
+        "model.hidden_units=[32]",
+        env=env,
+    )
     client = mlflow.MlflowClient()
     (parent_file,) = (tmp_path / "multirun").glob("*/*/mlflow_parent.json")
     parent = client.get_run(json.loads(parent_file.read_text())["run_id"])

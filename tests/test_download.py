@@ -180,11 +180,21 @@ def test_offline_with_no_mirror_the_suite_stops_in_one_line(tmp_path: Path) -> N
     # No network: the official sources point nowhere (an empty proxy refuses every URL).
     env |= {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/test_offline_probe.py"],
-        cwd=project, env=env,
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_offline_probe.py",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 1
     lines = [line for line in result.stdout.splitlines() if "error: the tests need" in line]
     assert len(lines) == 1, result.stdout[-3000:]

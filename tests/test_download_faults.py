@@ -139,8 +139,7 @@ def test_server_that_never_answers_times_out_then_next_source(
         with pytest.raises(DownloadError) as err:
             download(config("data.retries=2", "data.timeout=1"), paths)
         elapsed = time.monotonic() - start
-        download(config("data.retries=2", "data.timeout=1", f"data.sources=[{mnist_dir}]"),
-                 paths)  # fmt: skip
+        download(config("data.retries=2", "data.timeout=1", f"data.sources=[{mnist_dir}]"), paths)
     finally:
         listener.close()
     message = str(err.value)

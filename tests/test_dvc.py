@@ -158,8 +158,18 @@ def test_queued_experiments_land_in_the_project_store(reproduced, env) -> None:
 
     repo, _ = reproduced
     before = {r.info.run_id for r in runs(repo)}
-    sh(repo, "dvc", "exp", "run", "--queue", "-S", "activation=tanh,sigmoid", "-S", "epochs=2",
-       env=env)  # fmt: skip
+    sh(
+        repo,
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "activation=tanh,sigmoid",
+        "-S",
+        "epochs=2",
+        env=env,
+    )
     sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
     try:
         deadline = time.monotonic() + 600
@@ -195,8 +205,9 @@ def test_exp_run_on_another_dataset_downloads_it_and_reruns_every_stage(
     env = {**env, "FASHION_MNIST_MIRROR": str(fashion_dir)}
     before = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["preprocess"]["outs"]
     (mnist,) = [o for o in before if o["path"] == "data/prepared/mnist"]
-    out = sh(repo, "dvc", "exp", "run", "-S", "data=fashion_mnist", "-S", "epochs=1",
-             env=env).stdout  # fmt: skip
+    out = sh(
+        repo, "dvc", "exp", "run", "-S", "data=fashion_mnist", "-S", "epochs=1", env=env
+    ).stdout
     for stage in STAGES:
         assert f"Running stage '{stage}'" in out, out
     params = yaml.safe_load((repo / "params.yaml").read_text())

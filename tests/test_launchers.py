@@ -16,8 +16,13 @@ from conftest import OFFLINE, ROOT, python
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-SMALL = [*OFFLINE, "data.train_samples=1000", "data.test_samples=500", "model.hidden_units=[64]",
-         "epochs=1"]  # fmt: skip
+SMALL = [
+    *OFFLINE,
+    "data.train_samples=1000",
+    "data.test_samples=500",
+    "model.hidden_units=[64]",
+    "epochs=1",
+]
 SWEEP = ["activation=relu,elu,tanh", "seed=0,1"]
 COMBOS = {(a, s) for a in ("relu", "elu", "tanh") for s in ("0", "1")}
 THREAD_VARS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
@@ -66,8 +71,17 @@ def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args, at_once = LAUNCHERS[launcher]
-    python(paths.root, "-m", "pipeline.train", "-m", *args, PROBE, *SWEEP, *SMALL,
-           env={"MLFLOW_TRACKING_URI": uri, **PROBE_ENV})  # fmt: skip
+    python(
+        paths.root,
+        "-m",
+        "pipeline.train",
+        "-m",
+        *args,
+        PROBE,
+        *SWEEP,
+        *SMALL,
+        env={"MLFLOW_TRACKING_URI": uri, **PROBE_ENV},
+    )
 
     parent, children = sweep_runs(uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "6 of 6 finished"
@@ -122,8 +136,11 @@ def test_a_sweeps_end_names_each_job_that_did_not_finish(tmp_path: Path) -> None
         info = SimpleNamespace(run_id=f"r{job}", status=status)
         return SimpleNamespace(info=info, data=SimpleNamespace(tags=tags))
 
-    children = [run(0, "FINISHED"), run(1, "FAILED", error="DivergedError: loss became NaN"),
-                run(3, "KILLED")]  # fmt: skip
+    children = [
+        run(0, "FINISHED"),
+        run(1, "FAILED", error="DivergedError: loss became NaN"),
+        run(3, "KILLED"),
+    ]
     assert _failures(tmp_path, task, children) == [
         "job 1 (activation=relu seed=1): DivergedError: loss became NaN",
         f"job 2 (activation=elu seed=0): left no run (its output: {tmp_path / '2'})",
@@ -159,17 +176,34 @@ def test_jobs_running_at_once_here_share_the_cores(
     for name in THREAD_VARS:  # set first, so that the test's values are undone after it
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    _share_cores(OmegaConf.create({"hydra": {
-        "launcher": launcher, "overrides": {"task": task}, "sweeper": {"max_batch_size": batch}
-    }}))  # fmt: skip
+    _share_cores(
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "launcher": launcher,
+                    "overrides": {"task": task},
+                    "sweeper": {"max_batch_size": batch},
+                }
+            }
+        )
+    )
     assert os.environ.get("TF_NUM_INTRAOP_THREADS") == os.environ.get("OMP_NUM_THREADS") == threads
     assert os.environ.get("TF_NUM_INTEROP_THREADS") == (threads and "1")
 
 
 def test_shipped_slurm_config_composes_with_its_keys(tmp_path: Path) -> None:
-    result = python(tmp_path, "-m", "pipeline.train", "hydra/launcher=slurm",
-                    "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30",
-                    "--cfg", "hydra", "--package", "hydra.launcher")  # fmt: skip
+    result = python(
+        tmp_path,
+        "-m",
+        "pipeline.train",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=30",
+        "--cfg",
+        "hydra",
+        "--package",
+        "hydra.launcher",
+    )
     launcher = yaml.safe_load(result.stdout.split("\n", 1)[1])  # after `# @package ...`
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 30
@@ -193,18 +227,32 @@ def test_slurm_sweep_submits_one_job_array_and_fails_the_parent_when_submission_
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(stat.S_IRWXU)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = python(tmp_path, "-m", "pipeline.train", "-m", "hydra/launcher=slurm",
-                    "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=30",
-                    "hydra.launcher.array_parallelism=4", *SWEEP, *SMALL,
-                    env={"MLFLOW_TRACKING_URI": uri,
-                         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-                    check=False)  # fmt: skip
+    result = python(
+        tmp_path,
+        "-m",
+        "pipeline.train",
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "hydra.launcher.timeout_min=30",
+        "hydra.launcher.array_parallelism=4",
+        *SWEEP,
+        *SMALL,
+        env={"MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        check=False,
+    )
 
     assert result.returncode == 1
     assert "sbatch: error: invalid partition" in result.stderr
     directives = {line for line in script.read_text().splitlines() if line.startswith("#SBATCH")}
-    for directive in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=4", "--mem=16GB",
-                      "--time=30", "--array=0-5%4"):  # fmt: skip
+    for directive in (
+        "--partition=gpu",
+        "--gpus-per-node=1",
+        "--cpus-per-task=4",
+        "--mem=16GB",
+        "--time=30",
+        "--array=0-5%4",
+    ):
         assert f"#SBATCH {directive}" in directives
     # The sweep never got its jobs back: its parent run is FAILED, not left RUNNING.
     parent, children = sweep_runs(uri)

@@ -51,8 +51,12 @@ def test_stage_outputs_are_the_paths_the_code_writes() -> None:
 
 
 def test_stages_run_their_own_module_and_depend_on_it() -> None:
-    modules = {"download": "pipeline.data.download", "preprocess": "pipeline.data.preprocess",
-               "train": "pipeline.fit", "evaluate": "pipeline.evaluate"}  # fmt: skip
+    modules = {
+        "download": "pipeline.data.download",
+        "preprocess": "pipeline.data.preprocess",
+        "train": "pipeline.fit",
+        "evaluate": "pipeline.evaluate",
+    }
     assert set(DVC) == set(modules)
     for name, stage in DVC.items():
         assert stage["cmd"].split()[:3] == ["python", "-m", modules[name]]
@@ -80,8 +84,15 @@ def test_each_model_has_a_module_a_schema_and_a_config_of_its_name() -> None:
 
 
 def test_generated_files_are_ignored_by_git() -> None:
-    for path in ("data/raw/x", "models/model.keras", "mlflow.db", "mlruns/1", "outputs/x",
-                 "multirun/x", ".venv/bin/python"):  # fmt: skip
+    for path in (
+        "data/raw/x",
+        "models/model.keras",
+        "mlflow.db",
+        "mlruns/1",
+        "outputs/x",
+        "multirun/x",
+        ".venv/bin/python",
+    ):
         result = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
         assert result.returncode == 0, f"{path} is not git-ignored"
 

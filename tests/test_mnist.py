@@ -105,11 +105,29 @@ def test_real_mnist_matches_the_published_facts(mnist_dir: Path) -> None:
     assert data["y_test"][:3].tolist() == [7, 2, 1]
     assert data["y_test"][-3:].tolist() == [4, 5, 6]
     assert np.bincount(data["y_train"]).tolist() == [
-        5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949
-    ]  # fmt: skip
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
     assert np.bincount(data["y_test"]).tolist() == [
-        980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009
-    ]  # fmt: skip
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
     pixels = data["x_train"].astype(np.float64) / 255
     assert pixels.mean() == pytest.approx(0.1306604762738429, abs=1e-12)
     assert pixels.std() == pytest.approx(0.3081078038564622, abs=1e-12)

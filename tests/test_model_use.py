@@ -133,9 +133,20 @@ def test_predict_keeps_going_past_a_bad_file(small_project, raw_dir: Path, tmp_p
         image, _ = _digit(raw_dir, i)
         files.append(str(_save(_as_photo(image), tmp_path / f"digit{i}.png")))
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
-    result = python(project.root, "-m", "pipeline.predict", *files, str(tmp_path / "bad.jpg"),
-                    "--top", "2", "--show", str(tmp_path / "strip.png"),
-                    "--request", str(tmp_path / "request.json"), check=False)  # fmt: skip
+    result = python(
+        project.root,
+        "-m",
+        "pipeline.predict",
+        *files,
+        str(tmp_path / "bad.jpg"),
+        "--top",
+        "2",
+        "--show",
+        str(tmp_path / "strip.png"),
+        "--request",
+        str(tmp_path / "request.json"),
+        check=False,
+    )
     assert result.returncode == 1  # one file failed ...
     lines = result.stdout.strip().splitlines()
     assert lines[0] == f"model: {project.model}"  # ... and it said which model it used
@@ -260,8 +271,15 @@ def test_register_and_predict_with_the_champion(logged, raw_dir: Path, tmp_path:
     guesses = [int(line.split(": ")[1].split(" ")[0]) for line in lines[1:]]
     assert sum(g == t for g, t in zip(guesses, truth, strict=True)) >= 9
     # --best: by validation accuracy, since these runs have it; cnn only with a filter.
-    result = python(paths.root, "-m", "pipeline.register", "--best", "--filter",
-                    "params.model.name = 'cnn'", env=env)  # fmt: skip
+    result = python(
+        paths.root,
+        "-m",
+        "pipeline.register",
+        "--best",
+        "--filter",
+        "params.model.name = 'cnn'",
+        env=env,
+    )
     assert "best run by val_accuracy" in result.stdout
     assert logged["runs"]["cnn"] in result.stdout and "version 2" in result.stdout
     # One-line errors.
@@ -280,15 +298,36 @@ def test_serving_the_registered_maxout_model(logged, tmp_path: Path) -> None:
     paths = logged["paths"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["MLFLOW_TRACKING_URI"] = logged["uri"]
-    python(paths.root, "-m", "pipeline.register", logged["runs"]["maxout"], "--name", "served",
-           env={"MLFLOW_TRACKING_URI": logged["uri"]})  # fmt: skip
+    python(
+        paths.root,
+        "-m",
+        "pipeline.register",
+        logged["runs"]["maxout"],
+        "--name",
+        "served",
+        env={"MLFLOW_TRACKING_URI": logged["uri"]},
+    )
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/served@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/served@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -300,8 +339,11 @@ def test_serving_the_registered_maxout_model(logged, tmp_path: Path) -> None:
                 time.sleep(1)
         x, truth = _test_set(paths)
         body = json.dumps({"inputs": x[:50].tolist()}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = np.asarray(json.loads(response.read())["predictions"])
         assert predictions.shape == (50, 10)

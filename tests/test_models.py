@@ -82,11 +82,14 @@ def test_hidden_units_list_sets_depth() -> None:
     ("overrides", "cls", "attrs"),
     [
         (["optimizer=adam", "optimizer.learning_rate=0.01"], "Adam", {"beta_1": 0.9}),
-        (["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true"], "SGD",
-         {"momentum": 0.9, "nesterov": True}),
+        (
+            ["optimizer=sgd", "optimizer.momentum=0.9", "optimizer.nesterov=true"],
+            "SGD",
+            {"momentum": 0.9, "nesterov": True},
+        ),
         (["optimizer.rho=0.8"], "RMSprop", {"rho": 0.8}),
     ],
-)  # fmt: skip
+)
 def test_optimizer_follows_the_config(overrides: list[str], cls: str, attrs: dict) -> None:
     optimizer = build_model(validate(compose(overrides))).optimizer
     assert type(optimizer).__name__ == cls
@@ -132,8 +135,16 @@ def test_prelu_learns_one_slope_per_channel_in_the_cnn() -> None:
 
 
 def test_dropout_l2_and_batch_norm_are_where_the_config_says() -> None:
-    cfg = validate(compose(["model.hidden_units=[256,128]", "model.dropout=0.3",
-                            "model.l2=0.0001", "model.batch_norm=true"]))  # fmt: skip
+    cfg = validate(
+        compose(
+            [
+                "model.hidden_units=[256,128]",
+                "model.dropout=0.3",
+                "model.l2=0.0001",
+                "model.batch_norm=true",
+            ]
+        )
+    )
     model = build_model(cfg)
     block = ["Dense", "BatchNormalization", "Activation", "Dropout"]
     assert layer_types(model) == [*block, *block, "Dense"]

@@ -54,8 +54,10 @@ def test_overfitting_finds_the_lowest_held_out_loss() -> None:
     )
     # Still falling at the end: the last epoch is the best, nothing rose.
     assert overfitting({"test_loss": [3.0, 2.0, 1.0]}, "test") == {
-        "best_epoch": 3, "epochs_past_best": 0, "heldout_loss_rise": 0.0,
-    }  # fmt: skip
+        "best_epoch": 3,
+        "epochs_past_best": 0,
+        "heldout_loss_rise": 0.0,
+    }
     assert heldout_set(config("val_split=0.1")) == "val" and heldout_set(config()) == "test"
 
 
@@ -138,11 +140,13 @@ def test_label_noise_run_fits_noisy_labels_and_scores_the_clean_ones(
     assert len(load(run_paths.predictions)["train"]) == 4000
     # Evaluating with other noise (another seed) would score against other labels: refused.
     with pytest.raises(DataError, match=r"data.label_noise=0.5 \(seed 7\), not .*seed 8"):
-        evaluate(config(*overrides, "data.label_noise=0.5", "data.fit_samples=4000", "seed=8"),
-                 run_paths)  # fmt: skip
+        evaluate(
+            config(*overrides, "data.label_noise=0.5", "data.fit_samples=4000", "seed=8"), run_paths
+        )
     with pytest.raises(DataError, match="other train data .* data.fit_samples=3000"):
-        evaluate(config(*overrides, "data.label_noise=0.5", "data.fit_samples=3000", "seed=7"),
-                 run_paths)  # fmt: skip
+        evaluate(
+            config(*overrides, "data.label_noise=0.5", "data.fit_samples=3000", "seed=7"), run_paths
+        )
 
 
 def _study(root, uri: str, preset: str) -> tuple[list, dict, list[dict]]:
@@ -170,8 +174,13 @@ def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
 
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    small = [*OFFLINE, "data.train_samples=1000", "data.test_samples=500",
-             "model.hidden_units=[32]", "seed=0,1"]  # fmt: skip
+    small = [
+        *OFFLINE,
+        "data.train_samples=1000",
+        "data.test_samples=500",
+        "model.hidden_units=[32]",
+        "seed=0,1",
+    ]
     # The training-set size study, cut down: two sizes, two seeds each.
     args = ["+experiment=data_size", "data.fit_samples=300,900", "epochs=3"]
     python(paths.root, "-m", "pipeline.train", "-m", *args, *small, env=env)
@@ -183,11 +192,13 @@ def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
         train = [c.data.metrics["train_accuracy"] for c in runs]
         assert float(row["train_accuracy_mean"]) == pytest.approx(np.mean(train), abs=1e-6)
         assert float(row["train_accuracy_std"]) == pytest.approx(np.std(train, ddof=1), abs=1e-6)
-    assert all(c.data.tags["heldout"] == "test" and "best_epoch" in c.data.metrics
-               for c in children)  # fmt: skip
+    assert all(
+        c.data.tags["heldout"] == "test" and "best_epoch" in c.data.metrics for c in children
+    )
     # The long-training study, per epoch: one configuration, its seeds' mean per epoch.
-    python(paths.root, "-m", "pipeline.train", "-m", "+experiment=epochs", "epochs=3", *small,
-           env=env)  # fmt: skip
+    python(
+        paths.root, "-m", "pipeline.train", "-m", "+experiment=epochs", "epochs=3", *small, env=env
+    )
     children, parent, rows = _study(paths.root, env["MLFLOW_TRACKING_URI"], "epochs")
     assert parent.info.status == "FINISHED" and len(children) == 2
     assert [int(float(r["x"])) for r in rows] == [1, 2, 3] and {r["n"] for r in rows} == {"2"}
@@ -195,8 +206,18 @@ def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
     # benchmarks/studies.py reads the same sweeps back for the docs.
     out = tmp_path / "docs"
     script = str(ROOT / "benchmarks" / "studies.py")
-    python(paths.root, script, "--report-only", "--only", "data_size", "--only", "epochs",
-           "--out", str(out), env=env)  # fmt: skip
+    python(
+        paths.root,
+        script,
+        "--report-only",
+        "--only",
+        "data_size",
+        "--only",
+        "epochs",
+        "--out",
+        str(out),
+        env=env,
+    )
     summary = (out / "summary.md").read_text()
     assert "| data.fit_samples=300 | 2 |" in summary and "| data.fit_samples=900 | 2 |" in summary
     assert "`python -m pipeline.train -m +experiment=epochs`: 2 runs in" in summary

@@ -80,8 +80,9 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     # Its job runners (GenAI evaluations, trace rollups) serve no training run: without them
     # it starts sooner and stops at once.
     no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with mlflow_server(database, "--artifacts-destination", str(artifacts),
-                       log=base / "server.log", env=no_jobs) as url:  # fmt: skip
+    with mlflow_server(
+        database, "--artifacts-destination", str(artifacts), log=base / "server.log", env=no_jobs
+    ) as url:
         yield {"url": url, "database": database, "artifacts": artifacts}
 
 
@@ -93,8 +94,15 @@ def runs(server: dict, make_project) -> dict:
     paths, _ = make_project(*DATA)
     env = {"MLFLOW_TRACKING_URI": server["url"]}
     for activation in ACTIVATIONS:
-        result = python(paths.root, "-m", "pipeline.train", *SMALL, f"activation={activation}",
-                        f"hydra.run.dir=outputs/{activation}", env=env)  # fmt: skip
+        result = python(
+            paths.root,
+            "-m",
+            "pipeline.train",
+            *SMALL,
+            f"activation={activation}",
+            f"hydra.run.dir=outputs/{activation}",
+            env=env,
+        )
         assert f"in {server['url']}" in result.stdout
     client = mlflow.MlflowClient(tracking_uri=server["url"])
     experiment = client.get_experiment_by_name("mnist")
@@ -129,8 +137,9 @@ def test_per_epoch_metrics_are_served(runs: dict) -> None:
         for name in EPOCH_METRICS:
             history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
             assert sorted(m.step for m in history) == [1, 2], name
-        last = max(client.get_metric_history(run.info.run_id, "epoch/test_accuracy"),
-                   key=lambda m: m.step)  # fmt: skip
+        last = max(
+            client.get_metric_history(run.info.run_id, "epoch/test_accuracy"), key=lambda m: m.step
+        )
         assert last.value == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
 
 
