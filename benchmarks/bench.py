@@ -436,7 +436,7 @@ def report(m: dict) -> str:
             "## What the removed start-up tricks cost",
             "",
             "Earlier versions saved start-up and exit time with tricks that act on the whole "
-            "process; they are gone (README, Performance). What each would save now, measured "
+            "process; they are gone (docs/performance.md). What each would save now, measured "
             "in every round (medians):",
             "",
             "| trick (removed) | seconds it saved, per process that does it |",

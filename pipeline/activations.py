@@ -3,12 +3,12 @@
 Adding an activation is one entry in `TABLE`. Everything else reads it: the config schema
 (the names `activation=` accepts, and each argument of `activation_args` with its default and
 valid range), the model builders (`pipeline.models.layers`), run names, the parameters a run
-logs, and the list in README.md (a test compares it with `markdown()`).
+logs, and the list in docs/configuration.md (a test compares it with `markdown()`).
 
 Imports neither Keras nor anything of the project, so the config can be checked (and DVC can
 compose it) without loading TensorFlow.
 
-    python -m pipeline.activations      # the list README.md shows
+    python -m pipeline.activations      # the list docs/configuration.md shows
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def describe(name: str, args: Mapping[str, Any]) -> str:
 
 
 def markdown() -> str:
-    """The list of activations README.md shows, one line."""
+    """The list of activations docs/configuration.md shows, one line."""
     items = []
     for a in TABLE:
         extra = [f"alias {', '.join(a.aliases)}"] if a.aliases else []

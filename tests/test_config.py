@@ -52,8 +52,8 @@ def test_activation_choices_and_arguments_come_from_the_table() -> None:
     assert dict(cfg.activation_args) == {a.name: a.default for a in ARGUMENTS.values()}
 
 
-def test_readme_lists_every_activation_as_the_table_says() -> None:
-    assert markdown() in (ROOT / "README.md").read_text()
+def test_the_configuration_page_lists_every_activation_as_the_table_says() -> None:
+    assert markdown() in (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_cnn_brings_its_schedule_which_overrides_still_replace() -> None:
