@@ -26,8 +26,6 @@ from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
 
 PARENT_FILE = "mlflow_parent.json"
-# The status the last sweep of this process ended with, for the command's exit status.
-last_status: str | None = None
 # The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
 open_parent: str | None = None
 
@@ -127,13 +125,16 @@ class MlflowSweep(Callback):
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"
         tracking.end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
-        global last_status, open_parent
-        last_status, open_parent = status, None
+        write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
+        global open_parent
+        open_parent = None
         print(f"MLflow sweep run {run_id} {status} ({jobs_tag})", file=sys.stderr)
         # A parallel launcher keeps each job's output in its own log: say here which jobs
         # failed and why.
         for line in _failures(sweep_dir, list(config.hydra.overrides.task), children):
             print(line, file=sys.stderr)
+        if status == "FAILED":
+            sys.exit(1)  # the command's exit status: after everything above, as Hydra ends
 
 
 def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:

@@ -243,8 +243,10 @@ def test_a_sweep_over_datasets_logs_each_job_to_its_dataset_and_finishes(
     )
     client = mlflow.MlflowClient()
     (parent_file,) = (tmp_path / "multirun").glob("*/*/mlflow_parent.json")
-    parent = client.get_run(json.loads(parent_file.read_text())["run_id"])
+    recorded = json.loads(parent_file.read_text())
+    parent = client.get_run(recorded["run_id"])
     assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "2 of 2 finished"
+    assert recorded["status"] == "FINISHED"  # the sweep's status, beside its parent run's id
     names = {}
     for experiment in ("mnist", "fashion_mnist"):
         exp = client.get_experiment_by_name(experiment)
