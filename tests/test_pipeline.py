@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import assert_run_holds, config
+from conftest import ROOT, assert_run_holds, config
 
 from pipeline import tracking
 from pipeline.data.prepared import load_prepared, read_aligned, split_validation
@@ -307,7 +310,21 @@ def test_default_store_is_sqlite_at_the_project_root(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     uri = tracking.tracking_uri(tmp_path)
-    assert tracking._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+    assert tracking.store._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+
+
+def test_importing_tracking_changes_no_environment(tmp_path: Path) -> None:
+    """MLflow's client settings are made where work with a store starts, the user's first."""
+    check = (
+        "import os; before = dict(os.environ); from pipeline import tracking;"
+        "assert dict(os.environ) == before; tracking.configure_client();"
+        "assert os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'] == '7';"
+        "assert os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] == '2'"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
+    env.pop("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", None)
+    env.update(MLFLOW_HTTP_REQUEST_TIMEOUT="7", PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, check=True)
 
 
 def test_config_used_by_fixtures_is_offline() -> None:

@@ -1,0 +1,94 @@
+"""Runs by id and runs read back: sweeps' parent runs, reports, the UI's link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.tracking.store import (
+    DEFAULT_EXPERIMENT,
+    configure_client,
+    experiment_id,
+    retrying,
+    tracking_uri,
+)
+
+
+def _client(root: Path) -> Any:
+    configure_client()  # before MLflow's first request
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri(root))
+
+
+def create_run(root: Path, experiment: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new run in `experiment`, left open (a sweep's parent); its id."""
+    exp_id = experiment_id(root, experiment)  # first: it creates the store safely
+    run = retrying(_client(root).create_run, exp_id, run_name=run_name, tags=tags)
+    return run.info.run_id
+
+
+def child_runs(root: Path, parent_id: str) -> list[Any]:
+    """The runs tagged as children of `parent_id` (a sweep's jobs), in any experiment: jobs
+    on other datasets log to their dataset's."""
+    client = _client(root)
+    experiments = [e.experiment_id for e in retrying(client.search_experiments)]
+    children = f"tags.mlflow.parentRunId = '{parent_id}'"
+    return retrying(client.search_runs, experiments, filter_string=children, max_results=10000)
+
+
+def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:
+    client = _client(root)
+    for path in paths:
+        client.log_artifact(run_id, str(path), directory)
+
+
+def end_run(root: Path, run_id: str, status: str, tags: dict[str, str]) -> None:
+    """Tag and close a run opened by `create_run`, with `status` (FINISHED, FAILED, KILLED)."""
+    client = _client(root)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, status)
+
+
+def search_runs(
+    root: Path, experiment: str, filter_string: str, order_by: list[str], max_results: int
+) -> list[Any] | None:
+    """The experiment's runs matching `filter_string`; None when there is no such experiment.
+
+    Raises:
+        ValueError: MLflow refused the filter (its reason, one line).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(root)
+    found = retrying(client.get_experiment_by_name, experiment)
+    if found is None:
+        return None
+    try:
+        return list(
+            retrying(
+                client.search_runs,
+                [found.experiment_id],
+                filter_string=filter_string,
+                order_by=order_by,
+                max_results=max_results,
+            )
+        )
+    except MlflowException as err:
+        raise ValueError(err.message.splitlines()[0]) from None
+
+
+def metric_history(root: Path, run_id: str, key: str) -> list[float]:
+    """A metric's values in step order (a per-epoch curve)."""
+    history = retrying(_client(root).get_metric_history, run_id, key)
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
+
+
+def ui_link(root: Path, port: int = 5000, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """An experiment's runs table in MLflow's UI, in its Model training view (MLflow 3 opens
+    on its GenAI overview otherwise, where training runs do not show)."""
+    return (
+        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(root, experiment)}"
+        "/runs?workflowType=machine_learning"
+    )

@@ -1,0 +1,198 @@
+"""Where runs go, and the check before any work: the store's URI, retries while it is busy,
+quick answers from one that failed, one-line failures, SQLite's write-ahead log.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pipeline.errors import TrackingError
+
+# For the check before a run, and for giving up on a store that already failed: no retry,
+# and an answer within seconds.
+_QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+
+
+def configure_client() -> None:
+    """MLflow's client settings for the pipeline, unless the environment sets them already.
+
+    Called where work with a store starts, not at import: importing changes no environment.
+    """
+    # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
+    # flushing) waited up to a second for it; with a buffering interval it waits on an event
+    # that ending the run sets at once. Metrics still reach the store within a second.
+    os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
+    # MLflow retries a request to a tracking server for about four minutes by default (252 s
+    # measured against a server that was down). During a run a few retries ride out a restart;
+    # a store that stays down ends the run's logging, and its files stay in its job directory.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+T = TypeVar("T")
+
+# Runs go to the experiment `tracking.experiment` names: by default the dataset's name. This is
+# the default dataset's, which `compare` and `make ui` show unless told another.
+DEFAULT_EXPERIMENT = "mnist"
+STORE_FILE = "mlflow.db"
+ARTIFACTS_DIR = "mlruns"
+# DVC runs queued experiments in copies of the project under this directory.
+_DVC_EXP_COPIES = (".dvc", "tmp", "exps")
+
+
+def store_root(root: Path) -> Path:
+    """The project that owns the tracking store: for a DVC queue copy, the original project."""
+    parts = root.resolve().parts
+    for i in range(len(parts) - len(_DVC_EXP_COPIES)):
+        if parts[i : i + len(_DVC_EXP_COPIES)] == _DVC_EXP_COPIES:
+            return Path(*parts[:i])
+    return root.resolve()
+
+
+def tracking_uri(root: Path) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else the project's SQLite store as an absolute URI."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root) / STORE_FILE}"
+
+
+def _artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go to `mlruns/` beside the database file."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS_DIR).as_uri()
+    return None  # a tracking server decides for itself
+
+
+# What a store says while another process holds a lock on it (SQLite), or added the same
+# experiment or dataset a moment before (MLflow looks for one, then adds it: two runs that
+# record the same new dataset at once both add it; SQLite says "UNIQUE constraint failed",
+# PostgreSQL "duplicate key value violates unique constraint"): lower case, compared with the
+# lower-cased message. Each call retried is one write that the store makes whole or not at all.
+_TRANSIENT = ("database is locked", "unique constraint")
+
+
+def _transient(err: BaseException) -> bool:
+    return any(t in str(err).lower() for t in _TRANSIENT)
+
+
+def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, retried with backoff while the store is busy elsewhere.
+
+    Parallel jobs share one SQLite file: SQLite waits for a lock only so long, and two
+    processes that find no store (or no record of a dataset) both try to create it. Other
+    errors are raised at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if attempt == attempts - 1 or not _transient(err):
+                raise
+            time.sleep(0.25 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _quick_answers() -> Iterator[None]:
+    """MLflow's HTTP requests inside the block: one attempt, five seconds."""
+    saved = {key: os.environ.get(key) for key in _QUICK}
+    os.environ.update(_QUICK)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _failure(uri: str, err: BaseException, when: str = "cannot use") -> TrackingError:
+    """What went wrong with the store, in one line naming it."""
+    text = str(err)
+    # SQLAlchemy puts a line about its session before the database's own error.
+    lines = [line for line in text.splitlines() if "Query-invoked autoflush" not in line]
+    reason = f"{type(err).__name__}: {lines[0] if lines else ''}"
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        reason = "no such host (its name does not resolve)"
+    elif "Connection refused" in text or "Failed to establish a new connection" in text:
+        reason = "nothing answers there (connection refused)"
+    elif "timed out" in text.lower() or "Timeout" in text:
+        reason = "no answer within the time allowed (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    elif "404" in text or "ENDPOINT_NOT_FOUND" in text or "JSONDecodeError" in text:
+        reason = f"it does not answer as an MLflow tracking server ({reason[:160]})"
+    return TrackingError(f"MLflow: {when} the tracking store {uri}: {reason[:300]}")
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a store's failure raises: MLflow's exception (REST and SQL stores wrap theirs in
+    it), and the file system's."""
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, OSError)
+
+
+def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the store and return experiment `name`'s id, creating it once.
+
+    This is the check before any work: a store that is unreachable, refuses, or is not an
+    MLflow server fails here in one line, within seconds.
+
+    Raises:
+        TrackingError: the store cannot be used (its URI and the cause).
+    """
+    return _experiment_id(tracking_uri(root), name)
+
+
+def _experiment_id(uri: str, name: str) -> str:
+    configure_client()  # before MLflow's first request
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+
+    def get_or_create() -> str:
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+
+    try:
+        if not uri.startswith("sqlite:///"):
+            with _quick_answers():
+                return retrying(get_or_create)
+        # MLflow creates a new SQLite store's tables with migrations that two processes must
+        # not run at once (they leave it broken): the first to come creates it, the others
+        # wait.
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(database.with_name(database.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                _write_ahead_log(database)
+                return retrying(get_or_create)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    except Exception as err:  # whatever the store's driver raised: said in one line
+        raise _failure(uri, err) from None
+
+
+def _write_ahead_log(database: Path) -> None:
+    """Put a SQLite store in write-ahead-log mode (once; the file keeps it): then readers
+    (`pipeline.compare`, `mlflow ui`) and the one writer of the moment never wait for each
+    other, where SQLite's default journal made a reader fail with "database is locked" while a
+    sweep's jobs wrote, and a writer while a reader read."""
+    connection = sqlite3.connect(database, timeout=5)
+    try:
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass  # busy elsewhere (a switch needs the file to itself): the next run switches it
+    finally:
+        connection.close()
