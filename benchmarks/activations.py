@@ -76,11 +76,12 @@ def run_all(
 
 def last_batch(root: Path) -> str:
     """The batch of the latest run this script logged."""
-    from pipeline import tracking
+    from pipeline.tracking.search import search_runs
+    from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
-    runs = tracking.search_runs(
+    runs = search_runs(
         root,
-        tracking.DEFAULT_EXPERIMENT,
+        DEFAULT_EXPERIMENT,
         "tags.benchmark = 'activations'",
         ["attributes.start_time DESC"],
         1,
@@ -95,13 +96,12 @@ def grouped(root: Path, batch: str) -> list[dict]:
     equal but for their seed), each model on its own (every MLP activation tested against the
     best MLP, Holm-adjusted over those comparisons: the CNN is another question), the CNN
     first."""
-    from pipeline import compare, tracking
+    from pipeline import compare
+    from pipeline.tracking.search import search_runs
+    from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
     runs = (
-        tracking.search_runs(
-            root, tracking.DEFAULT_EXPERIMENT, f"tags.benchmark_batch = '{batch}'", [], 1000
-        )
-        or []
+        search_runs(root, DEFAULT_EXPERIMENT, f"tags.benchmark_batch = '{batch}'", [], 1000) or []
     )
     durations = {r.info.run_id: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
     rows = compare.rows_of(runs)

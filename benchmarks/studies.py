@@ -49,15 +49,15 @@ def run_study(name: str, tiny: bool) -> float:
 
 def last_sweep(name: str) -> tuple[object, list]:
     """The study's last finished sweep in the store: its parent run and its child runs."""
-    from pipeline import tracking
+    from pipeline.tracking.search import child_runs, search_runs
 
-    parents = tracking.search_runs(
+    parents = search_runs(
         Path.cwd(), f"mnist-study-{name}",
         "tags.sweep = 'parent' and attributes.status = 'FINISHED'", ["start_time DESC"], 1,
     )  # fmt: skip
     if not parents:
         sys.exit(f"error: no finished sweep of study {name!r}; run it first")
-    return parents[0], tracking.child_runs(Path.cwd(), parents[0].info.run_id)
+    return parents[0], child_runs(Path.cwd(), parents[0].info.run_id)
 
 
 def report(name: str, out: Path) -> str:

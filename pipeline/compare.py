@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import plots, stats, tracking
+from pipeline import plots, stats
 from pipeline.cli import fail
 from pipeline.io import write_text
 from pipeline.replicates import (
@@ -42,6 +42,8 @@ from pipeline.replicates import (
     ranking_metric,
     rule,
 )
+from pipeline.tracking.search import metric_history, search_runs
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, tracking_uri
 
 COLUMNS = (
     "run",
@@ -76,7 +78,7 @@ MAX_CURVES = 10
 
 
 def find_runs(
-    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    experiment: str = DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
     top: int | None = None,
@@ -97,11 +99,11 @@ def find_runs(
     try:
         # All of them: which metric ranks them (and so which are the top ones) depends on
         # whether every one has a validation score.
-        runs = tracking.search_runs(root, experiment, " and ".join(clauses), [], 50_000)
+        runs = search_runs(root, experiment, " and ".join(clauses), [], 50_000)
     except ValueError as err:
         raise NoRunsError(f"bad filter {filter_string!r}: {err}") from None
     if runs is None:
-        raise NoRunsError(f"no experiment {experiment!r} in {tracking.tracking_uri(root)}")
+        raise NoRunsError(f"no experiment {experiment!r} in {tracking_uri(root)}")
     if not runs:
         scope = [c for c in (filter_string, parent and f"sweep {parent}") if c]
         matching = f" matching {' and '.join(scope)}" if scope else ""
@@ -225,7 +227,7 @@ def _write_csv(path: Path, table: pd.DataFrame) -> None:
 
 def _histories(run_ids: list[str], key: str) -> list[list[float]]:
     """The runs' per-epoch `epoch/<key>` curves (runs without one left out)."""
-    found = (tracking.metric_history(Path.cwd(), run_id, f"epoch/{key}") for run_id in run_ids)
+    found = (metric_history(Path.cwd(), run_id, f"epoch/{key}") for run_id in run_ids)
     return [history for history in found if history]
 
 
@@ -248,7 +250,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
         series = {
             name: history
             for name in ("train_accuracy", "test_accuracy")
-            if (history := tracking.metric_history(Path.cwd(), row["run_id"], f"epoch/{name}"))
+            if (history := metric_history(Path.cwd(), row["run_id"], f"epoch/{name}"))
         }
         if series:
             curves[row["run"]] = series
@@ -290,7 +292,7 @@ def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> 
 
 
 def compare(
-    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    experiment: str = DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
     top: int | None = None,
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument(
         "--experiment",
-        default=tracking.DEFAULT_EXPERIMENT,
+        default=DEFAULT_EXPERIMENT,
         help="runs go to an experiment named after their dataset: mnist, fashion_mnist, ...",
     )
     parser.add_argument("--filter", default="", help="MLflow filter: \"params.activation = 'elu'\"")

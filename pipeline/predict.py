@@ -19,12 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import plots, tracking
+from pipeline import plots
 from pipeline.cli import fail
 from pipeline.config import load_params
 from pipeline.data.images import prepare
 from pipeline.errors import PipelineError
 from pipeline.paths import Paths
+from pipeline.tracking.models import CHAMPION, alias_uri, load_model
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, tracking_uri
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -46,20 +48,20 @@ def choose_model(root: Path, model: str | None, name: str) -> tuple[str, Predict
         PipelineError: no model given and none registered or trained (one line).
     """
     if model is None:
-        model = tracking.alias_uri(root, name)
+        model = alias_uri(root, name)
         if model is None:
             local = Paths.project(root).model
             if not local.is_file():
                 raise PipelineError(
-                    f"no model: none registered as {name}@{tracking.CHAMPION} in "
-                    f"{tracking.tracking_uri(root)} and no {local}; train one (`make run`) or "
+                    f"no model: none registered as {name}@{CHAMPION} in "
+                    f"{tracking_uri(root)} and no {local}; train one (`make run`) or "
                     "register one (`python -m pipeline.register --best`)"
                 )
             model = str(local)
     if model.endswith(".keras") and "://" not in model:
         predict, names = _local(Path(model))
         return model, predict, names
-    predict, metadata = tracking.load_model(root, model)
+    predict, metadata = load_model(root, model)
     return model, predict, metadata.get("class_names")
 
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="MLflow model URI or .keras file (default: see above)")
     parser.add_argument(
         "--name",
-        default=tracking.DEFAULT_EXPERIMENT,
+        default=DEFAULT_EXPERIMENT,
         help="registered model whose champion is the default (%(default)s)",
     )
     parser.add_argument("--top", type=int, default=1, help="how many classes to print")

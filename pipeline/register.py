@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import tracking
 from pipeline.cli import fail
 from pipeline.errors import PipelineError
+from pipeline.tracking.models import CHAMPION, register, run_model
+from pipeline.tracking.search import search_runs
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, experiment_id, tracking_uri
 
 # The final model's scores (evaluate): on the validation rows with val_split > 0, and on test.
 VALIDATION, TEST = "val_accuracy", "test_accuracy"
@@ -32,11 +34,11 @@ def best_run(root: Path, experiment: str, filter_string: str) -> tuple[Any, str]
     """
     where = " and ".join(f for f in ("attributes.status = 'FINISHED'", filter_string) if f)
     try:
-        runs = tracking.search_runs(root, experiment, where, [], 10000)
+        runs = search_runs(root, experiment, where, [], 10000)
     except ValueError as err:
         raise PipelineError(f"--filter {filter_string!r}: {err}") from None
     if runs is None:
-        raise PipelineError(f"no experiment {experiment!r} in {tracking.tracking_uri(root)}")
+        raise PipelineError(f"no experiment {experiment!r} in {tracking_uri(root)}")
     runs = [r for r in runs if TEST in r.data.metrics]
     if not runs:
         raise PipelineError(
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--experiment",
-        default=tracking.DEFAULT_EXPERIMENT,
+        default=DEFAULT_EXPERIMENT,
         help="where --best searches (default: %(default)s)",
     )
     parser.add_argument("--name", help="registered model name (default: the run's dataset)")
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--filter goes with --best")
     root = Path.cwd()
     try:
-        tracking.experiment_id(root, args.experiment)  # the store answers, in seconds
+        experiment_id(root, args.experiment)  # the store answers, in seconds
         if args.best:
             run, metric = best_run(root, args.experiment, args.filter)
             print(
@@ -89,14 +91,14 @@ def main(argv: list[str] | None = None) -> None:
             run_id = run.info.run_id
         else:
             run_id = args.run_id
-        run, _ = tracking.run_model(root, run_id)
-        name = args.name or run.data.params.get("data.name", tracking.DEFAULT_EXPERIMENT)
-        version = tracking.register(root, run_id, name)
+        run, _ = run_model(root, run_id)
+        name = args.name or run.data.params.get("data.name", DEFAULT_EXPERIMENT)
+        version = register(root, run_id, name)
     except PipelineError as err:
         fail(err)
     print(
         f"registered {name} version {version} from run {run_id}; alias "
-        f"{tracking.CHAMPION} -> version {version} (models:/{name}@{tracking.CHAMPION})"
+        f"{CHAMPION} -> version {version} (models:/{name}@{CHAMPION})"
     )
     sys.exit(0)
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline import plots, stats, tracking
+from pipeline import plots, stats
 from pipeline.io import write_text
 from pipeline.replicates import CLEAN, METRICS, NoRunsError, number
+from pipeline.tracking.search import metric_history
 
 # What `study_report` draws per epoch, from the runs' `epoch/<name>` histories.
 EPOCH_METRICS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss")
@@ -25,9 +26,7 @@ def _epoch_rows(group: dict[str, Any]) -> list[dict[str, Any]]:
     """Per epoch, mean and std over the group's runs of the epoch metrics and the gap."""
     runs = []
     for run_id in group["run_ids"]:
-        curves = {
-            k: tracking.metric_history(Path.cwd(), run_id, f"epoch/{k}") for k in EPOCH_METRICS
-        }
+        curves = {k: metric_history(Path.cwd(), run_id, f"epoch/{k}") for k in EPOCH_METRICS}
         if all(curves.values()):
             runs.append(curves)
     if not runs:

@@ -21,9 +21,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import tracking
 from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
+from pipeline.tracking.search import child_runs, create_run, end_run, log_artifacts_to
+from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
 PARENT_FILE = "mlflow_parent.json"
 # The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
@@ -86,11 +87,11 @@ class MlflowSweep(Callback):
         _share_cores(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
-        run_id = tracking.create_run(
+        run_id = create_run(
             Path.cwd(),
             # Jobs may choose other datasets (data=mnist,fashion_mnist): the parent goes to
             # the experiment of the sweep's own config, each job's run to its own.
-            OmegaConf.select(config, "tracking.experiment") or tracking.DEFAULT_EXPERIMENT,
+            OmegaConf.select(config, "tracking.experiment") or DEFAULT_EXPERIMENT,
             run_name=f"sweep {overrides}"[:250],
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
         )
@@ -107,7 +108,7 @@ class MlflowSweep(Callback):
         run_id = parent_run_id(sweep_dir)
         if run_id is None:
             return
-        children = tracking.child_runs(Path.cwd(), run_id)
+        children = child_runs(Path.cwd(), run_id)
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
         evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
@@ -121,10 +122,10 @@ class MlflowSweep(Callback):
             if x := OmegaConf.select(config, "study.x"):
                 name = OmegaConf.select(config, "study.name")
                 report += study.study_report(groups, x, out, f"study {name}")
-            tracking.log_artifacts_to(Path.cwd(), run_id, report, "compare")
+            log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"
-        tracking.end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
+        end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
         global open_parent
         open_parent = None
@@ -162,7 +163,7 @@ def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:
 def _close_open_parent(status: str, reason: str) -> None:
     global open_parent
     if open_parent is not None:
-        tracking.end_run(Path.cwd(), open_parent, status, {"error": reason})
+        end_run(Path.cwd(), open_parent, status, {"error": reason})
         open_parent = None
 
 
