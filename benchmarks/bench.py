@@ -219,8 +219,10 @@ def run_metrics(uri: str, run_json: Path) -> dict[str, float]:
     """The metrics of the MLflow run whose id a stage wrote to `run_json`."""
     import mlflow
 
+    from pipeline.record import RunRecord
+
     client = mlflow.MlflowClient(tracking_uri=uri)
-    run = client.get_run(json.loads(run_json.read_text())["run_id"])
+    run = client.get_run(RunRecord.load(run_json).run_id)
     metrics = dict(run.data.metrics)
     if "test_accuracy" not in metrics:  # the train stage alone: its last epoch's score
         metrics["test_accuracy"] = metrics["epoch/test_accuracy"]
@@ -260,11 +262,13 @@ def job_overheads(sweep_dir: Path) -> list[float]:
     time from its start to the next job's start (each job records when it started, in
     job.json), less its `fit_seconds` and `scoring_seconds` (models/run.json). The last job
     has no next one to time it by."""
+    from pipeline.record import RunRecord
+
     jobs = sorted(sweep_dir.glob("[0-9]*/job.json"), key=lambda p: int(p.parent.name))
     started = [json.loads(p.read_text())["started"] for p in jobs]
     costs = []
     for job, start, following in zip(jobs, started, started[1:], strict=False):
-        metrics = json.loads((job.parent / "models" / "run.json").read_text())["metrics"]
+        metrics = RunRecord.load(job.parent / "models" / "run.json").metrics
         costs.append(following - start - metrics["fit_seconds"] - metrics["scoring_seconds"])
     return costs
 

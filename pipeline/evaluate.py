@@ -32,10 +32,10 @@ from pipeline.data.prepared import (
 from pipeline.errors import DataError, ModelError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
+from pipeline.record import RETRAIN, RunRecord
 
 # How many of the most confidently misclassified test images the gallery shows.
 GALLERY = 24
-_RETRAIN = "re-run the train stage (`dvc repro train`)"
 
 
 def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> dict[str, np.ndarray]:
@@ -59,17 +59,17 @@ def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> dict[str, np.ndarray]
             raise DataError(
                 f"{paths.predictions} holds predictions on other {split} data than "
                 f"{paths.prepared} with val_split={val_split} and data.fit_samples="
-                f"{fit_samples}; {_RETRAIN}"
+                f"{fit_samples}; {RETRAIN}"
             )
     if len(y_val) and "val" not in probs:
         raise DataError(
             f"{paths.predictions} holds no predictions on the validation rows that "
-            f"val_split={val_split} holds out; {_RETRAIN}"
+            f"val_split={val_split} holds out; {RETRAIN}"
         )
     return labels
 
 
-def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarray]:
+def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.ndarray]:
     """The run record, the predictions, the labels of each split and the test images, once
     each is known to belong with the others: the predictions were made by this run's model
     file, on these data, with these labels.
@@ -77,21 +77,18 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarra
     The labels are `train` (those fitted on), `test`, with `val_split > 0` `val`, and with
     label noise `train_clean`."""
     if not paths.model.is_file():
-        raise ModelError(f"no model at {paths.model}; {_RETRAIN}")
-    try:
-        run = json.loads(paths.run_info.read_text())  # written with the model
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot read {paths.run_info} ({err}); {_RETRAIN}") from None
+        raise ModelError(f"no model at {paths.model}; {RETRAIN}")
+    run = RunRecord.load(paths.run_info)  # written with the model
     probs = predictions.load(paths.predictions)
-    if probs["run_id"] != run["run_id"]:
+    if probs["run_id"] != run.run_id:
         raise ModelError(
             f"{paths.predictions} was made by MLflow run {probs['run_id']}, not by run "
-            f"{run['run_id']} that {paths.run_info} names; {_RETRAIN}"
+            f"{run.run_id} that {paths.run_info} names; {RETRAIN}"
         )
-    if file_sha256(paths.model) != run.get("model_sha256"):
+    if file_sha256(paths.model) != run.model_sha256:
         raise ModelError(
-            f"{paths.model} is not the model MLflow run {run['run_id']} trained (its checksum "
-            f"differs from the one the run recorded); {_RETRAIN}"
+            f"{paths.model} is not the model MLflow run {run.run_id} trained (its checksum "
+            f"differs from the one the run recorded); {RETRAIN}"
         )
     labels = _labels(cfg, paths, probs)
     noise = cfg.data.label_noise
@@ -102,7 +99,7 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[dict, dict, dict, np.ndarra
         raise DataError(
             f"{paths.predictions} was trained with data.label_noise={probs['label_noise']} "
             f"(seed {probs['noise_seed']}), not data.label_noise={noise} (seed {cfg.seed}); "
-            f"{_RETRAIN}"
+            f"{RETRAIN}"
         )
     if noise:  # the same labels the train stage fitted on: the same fraction, the same seed
         labels["train_clean"] = labels["train"]
@@ -146,8 +143,8 @@ def evaluate(
     metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
     # Where overfitting began, from the training's per-epoch held-out loss (the run record),
     # and on which held-out set: DVC's metrics say what the MLflow run does.
-    fitted = {k: run["metrics"][k] for k in ("best_epoch", "epochs_past_best", "heldout_loss_rise")}
-    report = {**metrics, **fitted, "heldout": run["tags"]["heldout"]}
+    fitted = {k: run.metrics[k] for k in ("best_epoch", "epochs_past_best", "heldout_loss_rise")}
+    report = {**metrics, **fitted, "heldout": run.tags["heldout"]}
     write_json(paths.metrics, report)
     with atomic_path(paths.per_class) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
@@ -158,7 +155,7 @@ def evaluate(
         writer.writerow(["actual", "predicted"])
         pairs = zip(truth.tolist(), predicted.tolist(), strict=True)
         writer.writerows([names[t], names[p]] for t, p in pairs)
-    title = f"{run['run_name']}: test accuracy {metrics['test_accuracy']:.4f}"
+    title = f"{run.run_name}: test accuracy {metrics['test_accuracy']:.4f}"
     plots.confusion_matrix(matrix, names, paths.confusion_plot, title)
     wrong = np.flatnonzero(predicted != truth)
     confidence = test_probs[wrong, predicted[wrong]]
@@ -172,7 +169,7 @@ def evaluate(
     if log:
         per_class_metrics = {tracking.per_class_key(i): float(a) for i, a in enumerate(per_class)}
         tracking.log_to_run(
-            paths.root, cfg.tracking.experiment, run, {**metrics, **per_class_metrics},
+            paths.root, cfg.tracking.experiment, run.to_dict(), {**metrics, **per_class_metrics},
             tracking.evaluation_files(paths),
         )  # fmt: skip
     print(json.dumps(report))

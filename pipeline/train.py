@@ -65,10 +65,10 @@ def train(
     tracking.experiment_id(paths.root, cfg.tracking.experiment)
     ensure_data(cfg, paths)
     result = fit(cfg, paths, entry_point="cli", tags=tags)
-    if "unlogged" in result:
+    if result.unlogged is not None:
         # The store failed during training: the reports still go to the job directory.
         evaluate(cfg, paths, log=False)
-        raise unlogged_error(result["unlogged"], paths.of(cfg.data.name))
+        raise unlogged_error(result.unlogged, paths.of(cfg.data.name))
     return evaluate(cfg, paths)
 
 

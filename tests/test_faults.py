@@ -129,7 +129,7 @@ def test_environment_variables_are_never_logged(small_project, monkeypatch, tmp_
     monkeypatch.setenv("MNIST_MIRROR", f"https://user:{secret}@mirror.example/")
     paths, cfg = small_project
     result = fit(cfg, Paths(root=paths.root, out=tmp_path))
-    run = mlflow.MlflowClient().get_run(result["run_id"])
+    run = mlflow.MlflowClient().get_run(result.run_id)
     recorded = json.dumps([run.data.params, run.data.tags])
     assert secret not in recorded
     assert "mirror.example" not in recorded
@@ -288,17 +288,17 @@ def test_two_parallel_sweeps_on_one_sqlite_store_lose_no_run(make_project, tmp_p
 
 
 def test_progress_cut_off_while_it_was_written_starts_afresh(tmp_path: Path, capsys) -> None:
-    from pipeline.fit import _interrupted_run
+    from pipeline.resume import interrupted_run
 
     (tmp_path / "state").mkdir()
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "abc"}))
     # Stopped before its first epoch was backed up: the run goes on from the start.
-    assert _interrupted_run(tmp_path) == "abc"
+    assert interrupted_run(tmp_path) == "abc"
     metadata = tmp_path / "state" / "training_metadata.json"
     metadata.write_text(json.dumps({"epoch": 2}))
     (tmp_path / "state" / "latest.weights.h5").write_bytes(b"weights")
-    assert _interrupted_run(tmp_path) == "abc"
+    assert interrupted_run(tmp_path) == "abc"
     # A signal while Keras wrote its backup leaves the epoch record empty: no resume.
     metadata.write_text("")
-    assert _interrupted_run(tmp_path) is None
+    assert interrupted_run(tmp_path) is None
     assert "cut off while it was written; starting afresh" in capsys.readouterr().out

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import config
 
+from pipeline.callbacks import heldout_set, overfitting
 from pipeline.config import CONF_DIR, compose, validate
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import split_validation
 from pipeline.errors import ConfigError, DataError
-from pipeline.fit import heldout_set, overfitting
 from pipeline.overrides import check_overrides
 from pipeline.paths import Paths
 
@@ -124,7 +124,7 @@ def test_label_noise_run_fits_noisy_labels_and_scores_the_clean_ones(
     overrides = ["data.train_samples=6000", "data.test_samples=2000", "epochs=2"]
     cfg = config(*overrides, "data.label_noise=0.5", "data.fit_samples=4000", "seed=7")
     run_paths = Paths(root=paths.root, out=tmp_path)
-    history = fit(cfg, run_paths)["history"]
+    history = fit(cfg, run_paths).history
     metrics = evaluate(cfg, run_paths)
     # Evaluate drew the same labels the training fitted on (same fraction, same seed): the
     # last epoch's score of the 4,000 fitted images on them is evaluate's train accuracy.

@@ -19,7 +19,7 @@ from pipeline import tracking
 from pipeline.data.prepared import load_prepared, read_aligned, split_validation
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate
-from pipeline.fit import fit
+from pipeline.fit import FitResult, fit
 from pipeline.models.scoring import probabilities
 from pipeline.paths import Paths
 from pipeline.predictions import accuracy_and_loss
@@ -63,7 +63,7 @@ def test_stale_prepared_data_is_detected_before_training(make_project, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def trained(small_project) -> tuple[Paths, dict, dict]:
+def trained(small_project) -> tuple[Paths, FitResult, dict]:
     paths, cfg = small_project
     result = fit(cfg, paths)
     metrics = evaluate(cfg, paths)
@@ -86,7 +86,7 @@ def test_metrics_are_in_range_and_consistent(trained) -> None:
 
 def test_epoch_train_accuracy_is_scored_with_the_epochs_final_weights(trained) -> None:
     _, result, metrics = trained
-    history = result["history"]
+    history = result.history
     # 6,000 fitted images, all in the scored subset: after the last epoch, the per-epoch
     # train score is the final model's on everything it was fitted on, as evaluate finds it.
     assert history["train_accuracy"][-1] == pytest.approx(metrics["train_accuracy"], abs=1e-6)
@@ -147,7 +147,7 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
 
     paths, result, metrics = trained
     client = mlflow.MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "mlp-relu-rmsprop-e1-b128"
     assert client.get_experiment(run.info.experiment_id).name == "mnist"
@@ -167,11 +167,9 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
                  "train_running_accuracy", "generalization_gap", "loss_gap"):  # fmt: skip
         history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
         assert [m.step for m in history] == [1]
-        assert history[0].value == pytest.approx(result["history"][name][0])
+        assert history[0].value == pytest.approx(result.history[name][0])
     # After the last epoch, the per-epoch test score is the final one.
-    assert result["history"]["test_accuracy"][-1] == pytest.approx(
-        metrics["test_accuracy"], abs=1e-6
-    )
+    assert result.history["test_accuracy"][-1] == pytest.approx(metrics["test_accuracy"], abs=1e-6)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "history.csv", "per_class_accuracy.csv", "confusion.csv", "plots",
             "config.yaml", "model_summary.txt"} <= artifacts  # fmt: skip
@@ -200,7 +198,7 @@ def test_logged_model_scores_like_the_saved_one(trained, tmp_path: Path) -> None
     import mlflow
 
     paths, result, _ = trained
-    uri = f"runs:/{result['run_id']}/model"
+    uri = f"runs:/{result.run_id}/model"
     x, _ = read_aligned(*load_prepared(paths, "test"))
     expected = keras.saving.load_model(paths.model).predict(x[:20], verbose=0)
     np.testing.assert_allclose(mlflow.pyfunc.load_model(uri).predict(np.asarray(x[:20])),
@@ -238,13 +236,13 @@ def test_validation_split_and_early_stopping_keep_the_best_weights(
     run_paths = Paths(root=paths.root, out=tmp_path)
     result = fit(cfg, run_paths)
     metrics = evaluate(cfg, run_paths)
-    history = result["history"]
+    history = result.history
     assert {"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(history)
     epochs = len(history["val_loss"])
-    names = set(mlflow.MlflowClient().get_run(result["run_id"]).data.metrics)
+    names = set(mlflow.MlflowClient().get_run(result.run_id).data.metrics)
     assert {"epoch/val_accuracy", "epoch/test_accuracy", "epoch/train_accuracy"} <= names
     # Overfitting is measured on the validation set here, and the run says so.
-    run = mlflow.MlflowClient().get_run(result["run_id"])
+    run = mlflow.MlflowClient().get_run(result.run_id)
     assert run.data.tags["heldout"] == metrics["heldout"] == "validation"
     best = history["val_loss"].index(min(history["val_loss"])) + 1
     assert metrics["best_epoch"] == run.data.metrics["best_epoch"] == best
