@@ -110,7 +110,7 @@ MLFLOW_OPEN = """
 import time
 from pathlib import Path
 start = time.perf_counter()
-from pipeline.tracking import experiment_id
+from pipeline.tracking.store import experiment_id
 experiment_id(Path.cwd())
 print(time.perf_counter() - start)
 """

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import predictions, tracking
+from pipeline import predictions
 from pipeline.cli import signals_held
 from pipeline.errors import DivergedError
+from pipeline.tracking.runs import log_metrics
 
 # Training images scored after every epoch with that epoch's final weights, as the test set
 # is: Keras' own per-epoch `accuracy` averages over the epoch while the weights change (after
@@ -98,7 +99,7 @@ class EpochScoring:
         with signals_held():
             if self.backup is not None:
                 self.backup.save(epoch, logs)
-            tracking.log_metrics(metrics, step=epoch + 1, wait=False)
+            log_metrics(metrics, step=epoch + 1, wait=False)
 
     def _score(self, logs: dict) -> None:
         """Add the epoch's scores and gaps to `logs`."""

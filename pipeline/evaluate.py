@@ -17,7 +17,7 @@ import json
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline import plots, predictions, tracking
+from pipeline import plots, predictions
 from pipeline.cli import run_stage
 from pipeline.config import validate
 from pipeline.data.idx import file_sha256
@@ -33,6 +33,8 @@ from pipeline.errors import DataError, ModelError
 from pipeline.io import atomic_path, write_json
 from pipeline.paths import Paths
 from pipeline.record import RETRAIN, RunRecord
+from pipeline.tracking.runs import evaluation_files, log_to_run, per_class_key
+from pipeline.tracking.store import experiment_id
 
 # How many of the most confidently misclassified test images the gallery shows.
 GALLERY = 24
@@ -120,7 +122,7 @@ def evaluate(
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
     if log:  # the store first: one that cannot record fails here, before any work
-        tracking.experiment_id(paths.root, cfg.tracking.experiment)
+        experiment_id(paths.root, cfg.tracking.experiment)
     run, probs, labels, test_x = _checked(cfg, paths)
     results = {}
     for split, y in labels.items():
@@ -167,10 +169,10 @@ def evaluate(
     )  # fmt: skip
 
     if log:
-        per_class_metrics = {tracking.per_class_key(i): float(a) for i, a in enumerate(per_class)}
-        tracking.log_to_run(
+        per_class_metrics = {per_class_key(i): float(a) for i, a in enumerate(per_class)}
+        log_to_run(
             paths.root, cfg.tracking.experiment, run.to_dict(), {**metrics, **per_class_metrics},
-            tracking.evaluation_files(paths),
+            evaluation_files(paths),
         )  # fmt: skip
     print(json.dumps(report))
     return report

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import outputs, resume, tracking
+from pipeline import outputs, resume
 from pipeline.callbacks import TRAIN_SCORED, EpochScoring, heldout_set, history_name
 from pipeline.cli import run_stage
 from pipeline.config import Distribute, validate
@@ -36,6 +36,9 @@ from pipeline.data.prepared import (
 from pipeline.errors import PipelineError, TrackingError, UnloggedRunError
 from pipeline.outputs import TrainingData
 from pipeline.paths import Paths
+from pipeline.tracking.params import run_name, run_tags
+from pipeline.tracking.runs import active_run, active_uri, epoch_history, log_outputs
+from pipeline.tracking.store import experiment_id
 
 # Trainings started in this process so far (see `_build_model`).
 _trainings = 0
@@ -138,22 +141,22 @@ def fit(
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
     # The store first: one that cannot record fails here, in seconds, before any work.
-    tracking.experiment_id(paths.root, cfg.tracking.experiment)
-    data, run_tags, scope, replicas = _read_data(cfg, paths, entry_point)
+    experiment_id(paths.root, cfg.tracking.experiment)
+    data, provenance, scope, replicas = _read_data(cfg, paths, entry_point)
     model, batch_size = _build_model(cfg, data, scope, replicas)
     heldout = heldout_set(cfg)
     progress = resume.claim(cfg, paths.root)  # kept until the run completes, to resume
     scoring, callbacks = _callbacks(cfg, model, data, heldout, progress)
     # Where the run's files are (model, predictions, reports), and what the gaps measure.
     heldout_name = {"val": "validation", "test": "test"}[heldout]
-    tags = {**run_tags, "job_dir": str(paths.out), "heldout": heldout_name, **(tags or {})}
+    tags = {**provenance, "job_dir": str(paths.out), "heldout": heldout_name, **(tags or {})}
     kept = False  # True once the job's files hold the whole run (see `outputs.save`)
     try:
-        with tracking.active_run(
+        with active_run(
             paths.root,
             cfg.tracking.experiment,
             run_id=progress.resumed if progress else None,
-            run_name=tracking.run_name(cfg),
+            run_name=run_name(cfg),
             tags=tags,
         ) as run:
             if progress is not None:
@@ -166,7 +169,7 @@ def fit(
                 cfg, paths, model, data, history, run, datasets, tags, timing, _requirements()
             )
             kept = True
-            tracking.log_outputs(paths, record.to_dict())
+            log_outputs(paths, record.to_dict())
     except TrackingError as err:
         if not kept:
             raise
@@ -175,14 +178,14 @@ def fit(
     finally:
         if progress is not None and kept:
             progress.finish()
-    print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {tracking.active_uri()}")
+    print(f"MLflow run {run.info.run_name} ({run.info.run_id}) in {active_uri()}")
     return FitResult(run.info.run_id, paths.model, history)
 
 
 def _read_data(
     cfg: DictConfig, paths: Paths, entry_point: str
 ) -> tuple[TrainingData, dict[str, str], Any, int]:
-    """The prepared data, split and relabelled; the run's tags (`tracking.run_tags`); and
+    """The prepared data, split and relabelled; the run's tags (`run_tags`); and
     where the model is built, for how many replicas (`_strategy`)."""
     train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
     meta = read_meta(paths)
@@ -191,7 +194,7 @@ def _read_data(
     # run on another core while TensorFlow and Keras are imported (on one).
     with ThreadPoolExecutor(1) as pool:
         reading = pool.submit(read_aligned, *train_split, *test_split)
-        tagging = pool.submit(tracking.run_tags, paths.root, paths.prepared, entry_point)
+        tagging = pool.submit(run_tags, paths.root, paths.prepared, entry_point)
         # Before the first tensor: logical CPU devices can only be made before TF starts.
         scope, replicas = _strategy(cfg)
 
@@ -334,7 +337,7 @@ def _train(
     seconds = time.perf_counter() - start
     if resumed:
         # The run's own record holds every epoch, those before the interruption too.
-        history = tracking.epoch_history(resumed)
+        history = epoch_history(resumed)
     else:
         history = {
             history_name(k): [float(v) for v in values]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pipeline import plots, predictions, tracking
+from pipeline import plots, predictions
 from pipeline.callbacks import heldout_set, overfitting
 from pipeline.config import Distribute
 from pipeline.data.idx import file_sha256, read_manifest
@@ -25,6 +25,8 @@ from pipeline.data.prepared import split_digest
 from pipeline.io import atomic_path
 from pipeline.paths import Paths
 from pipeline.record import DatasetSplit, RunRecord
+from pipeline.tracking.params import flat_params, run_name
+from pipeline.tracking.runs import active_uri, log_datasets, log_params, set_tags
 
 
 @dataclass
@@ -56,20 +58,18 @@ def log_inputs(
 ) -> dict[str, Any]:
     """Log the run's params and datasets (and, mirrored, its replicas); return the datasets
     as the run record holds them: `source` and `splits`."""
-    tracking.log_params(tracking.flat_params(cfg))
+    log_params(flat_params(cfg))
     splits = dataset_splits(cfg, data)
     # Where the data came from, as the download recorded it: a label in MLflow only (it
     # shapes nothing DVC tracks, so it is not part of the prepared data's record).
     manifest = read_manifest(paths.raw)
     source = manifest["source"] if manifest else str(paths.prepared)
-    tracking.log_datasets(source, splits)
+    log_datasets(source, splits)
     if cfg.train.distribute is Distribute.mirrored:
-        tracking.log_params(
-            {"distribute.replicas": replicas, "distribute.global_batch_size": batch_size}
-        )
+        log_params({"distribute.replicas": replicas, "distribute.global_batch_size": batch_size})
         # Where the replicas ran: the devices holding a copy of the model's weights.
         devices = [v.device for v in model.trainable_weights[0].value.values]
-        tracking.set_tags({"distribute.devices": ",".join(devices)})
+        set_tags({"distribute.devices": ",".join(devices)})
     return {"source": source, "splits": splits}
 
 
@@ -131,7 +131,7 @@ def save(
         label_noise=(cfg.data.label_noise, cfg.seed),
     )
     _write_history(history, paths.history)
-    plots.learning_curves(history, paths.learning_curves, tracking.run_name(cfg))
+    plots.learning_curves(history, paths.learning_curves, run_name(cfg))
     record = _run_record(
         cfg, model, data, history, run, model_sha256, datasets, tags, timing, requirements
     )
@@ -168,10 +168,10 @@ def _run_record(
         run_id=run.info.run_id,
         run_name=run.info.run_name,
         model_sha256=model_sha256,
-        tracking_uri=tracking.active_uri(),
+        tracking_uri=active_uri(),
         experiment=cfg.tracking.experiment,
         tags=tags,
-        params=tracking.flat_params(cfg),
+        params=flat_params(cfg),
         datasets=datasets,
         metrics=metrics,
         model={

@@ -56,13 +56,13 @@ def train(
     Returns:
         The run's metrics, as reports/metrics.json holds them.
     """
-    from pipeline import tracking
     from pipeline.evaluate import evaluate
     from pipeline.fit import fit, unlogged_error
+    from pipeline.tracking.store import experiment_id
 
     cfg = validate(cfg)
     # The store first: one that cannot record fails here, in seconds, before any download.
-    tracking.experiment_id(paths.root, cfg.tracking.experiment)
+    experiment_id(paths.root, cfg.tracking.experiment)
     ensure_data(cfg, paths)
     result = fit(cfg, paths, entry_point="cli", tags=tags)
     if result.unlogged is not None:

@@ -586,7 +586,7 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
 
 @pytest.mark.slow
 def test_ui_link_opens_the_mnist_runs_in_the_model_training_view(store: dict) -> None:
-    code = "import pathlib, pipeline.tracking as t; print(t.ui_link(pathlib.Path(), 5055))"
+    code = "import pathlib, pipeline.tracking.search as t; print(t.ui_link(pathlib.Path(), 5055))"
     result = run(store["root"], store["env"], "-c", code)
     experiment = client(store).get_experiment_by_name("mnist").experiment_id
     assert result.stdout.strip() == (

@@ -159,7 +159,8 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
     # store (a server and a sweep both creating a new SQLite file would race in MLflow's
     # migrations, which the pipeline's processes serialize among themselves).
     create = (
-        "from pathlib import Path; from pipeline import tracking; tracking.experiment_id(Path('.'))"
+        "from pathlib import Path; from pipeline.tracking.store import experiment_id;"
+        "experiment_id(Path('.'))"
     )
     subprocess.run([sys.executable, "-c", create], cwd=paths.root, env=env, check=True)
     sweep = subprocess.Popen(
@@ -236,7 +237,7 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
 _SAME_DATASET = """
 import sys, time
 from pathlib import Path
-from pipeline import tracking
+from pipeline.tracking.runs import active_run, log_datasets
 rounds = int(sys.argv[1])
 print("ready", flush=True)
 while not Path("go").exists():
@@ -244,8 +245,8 @@ while not Path("go").exists():
 start = float(Path("go").read_text())
 for i in range(rounds):
     time.sleep(max(0.0, start + 0.25 * i - time.time()))
-    with tracking.active_run(Path.cwd(), "mnist", run_name=f"round{i}"):
-        tracking.log_datasets("/data/mnist", [["mnist-train", "training", f"round{i}",
+    with active_run(Path.cwd(), "mnist", run_name=f"round{i}"):
+        log_datasets("/data/mnist", [["mnist-train", "training", f"round{i}",
                                                (60000, 784), (60000, 10)]])
 """
 

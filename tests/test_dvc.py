@@ -103,7 +103,7 @@ def test_plots_show_train_versus_test_per_epoch(reproduced, env) -> None:
 
 
 def test_dvc_run_is_in_the_project_store(reproduced) -> None:
-    from pipeline.tracking import dvc_dir_md5
+    from pipeline.tracking.params import dvc_dir_md5
 
     repo, _ = reproduced
     metrics = json.loads((repo / "reports" / "metrics.json").read_text())

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from conftest import ROOT, assert_run_holds, config
 
-from pipeline import tracking
 from pipeline.data.prepared import load_prepared, read_aligned, split_validation
 from pipeline.errors import DataError
 from pipeline.evaluate import evaluate
@@ -23,6 +22,10 @@ from pipeline.fit import FitResult, fit
 from pipeline.models.scoring import probabilities
 from pipeline.paths import Paths
 from pipeline.predictions import accuracy_and_loss
+from pipeline.tracking import store
+from pipeline.tracking.params import dvc_dir_md5
+from pipeline.tracking.runs import active_run
+from pipeline.tracking.store import retrying, store_root, tracking_uri
 
 METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap",
                "best_epoch", "epochs_past_best", "heldout_loss_rise", "heldout"}  # fmt: skip
@@ -162,7 +165,7 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     tags = run.data.tags
     assert tags["entry_point"] == "api"
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
-    assert tags["dvc_data_md5"] == tracking.dvc_dir_md5(paths.prepared)
+    assert tags["dvc_data_md5"] == dvc_dir_md5(paths.prepared)
     for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss",
                  "train_running_accuracy", "generalization_gap", "loss_gap"):  # fmt: skip
         history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
@@ -287,7 +290,7 @@ def test_a_failing_run_is_marked_failed_with_its_error(tmp_path: Path) -> None:
 
     with (
         pytest.raises(RuntimeError),
-        tracking.active_run(tmp_path, "mnist", run_name="doomed") as run,
+        active_run(tmp_path, "mnist", run_name="doomed") as run,
     ):
         raise RuntimeError("disk on fire")
     finished = mlflow.MlflowClient().get_run(run.info.run_id)
@@ -298,24 +301,25 @@ def test_a_failing_run_is_marked_failed_with_its_error(tmp_path: Path) -> None:
 def test_tracking_store_of_a_dvc_queue_copy_is_the_project(tmp_path: Path) -> None:
     copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)
-    assert tracking.store_root(copy) == (tmp_path / "proj").resolve()
-    assert tracking.store_root(tmp_path) == tmp_path.resolve()
+    assert store_root(copy) == (tmp_path / "proj").resolve()
+    assert store_root(tmp_path) == tmp_path.resolve()
 
 
 def test_default_store_is_sqlite_at_the_project_root(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
-    uri = tracking.tracking_uri(tmp_path)
-    assert tracking.store._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    uri = tracking_uri(tmp_path)
+    assert store._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
 
 
 def test_importing_tracking_changes_no_environment(tmp_path: Path) -> None:
     """MLflow's client settings are made where work with a store starts, the user's first."""
     check = (
-        "import os; before = dict(os.environ); from pipeline import tracking;"
-        "assert dict(os.environ) == before; tracking.configure_client();"
+        "import os; before = dict(os.environ);"
+        "from pipeline.tracking import models, offline, params, runs, search, store;"
+        "assert dict(os.environ) == before; store.configure_client();"
         "assert os.environ['MLFLOW_HTTP_REQUEST_TIMEOUT'] == '7';"
         "assert os.environ['MLFLOW_HTTP_REQUEST_MAX_RETRIES'] == '2'"
     )
@@ -340,7 +344,7 @@ def test_a_busy_store_is_retried_and_other_errors_are_not() -> None:
             raise sqlite3.OperationalError("database is locked")
         return "done"
 
-    assert tracking.retrying(busy_twice) == "done" and len(calls) == 3
+    assert retrying(busy_twice) == "done" and len(calls) == 3
 
     def broken() -> None:
         calls.append(1)
@@ -348,5 +352,5 @@ def test_a_busy_store_is_retried_and_other_errors_are_not() -> None:
 
     calls.clear()
     with pytest.raises(sqlite3.OperationalError, match="no such column"):
-        tracking.retrying(broken)
+        retrying(broken)
     assert len(calls) == 1

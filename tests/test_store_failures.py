@@ -201,15 +201,15 @@ _REFUSED_IN_THE_BACKGROUND = """
 import sqlite3, sys
 from pathlib import Path
 import mlflow
-from pipeline import tracking
+from pipeline.tracking.runs import active_run, log_metrics
 store = sqlite3.connect(sys.argv[1])
 for recovers in (True, False):
-    with tracking.active_run(Path.cwd(), "mnist") as run:
+    with active_run(Path.cwd(), "mnist") as run:
         print(run.info.run_id, flush=True)
         store.execute("CREATE TRIGGER refuse BEFORE INSERT ON metrics "
                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")
         store.commit()
-        tracking.log_metrics({"epoch/test_accuracy": 0.5}, step=1, wait=False)
+        log_metrics({"epoch/test_accuracy": 0.5}, step=1, wait=False)
         mlflow.flush_async_logging()  # the batch is tried, and refused
         if recovers:
             store.execute("DROP TRIGGER refuse")
