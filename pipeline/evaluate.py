@@ -11,7 +11,6 @@ predictions file says which model made it and on which data, and both are checke
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
@@ -30,7 +29,7 @@ from pipeline.data.prepared import (
     split_validation,
 )
 from pipeline.errors import DataError, ModelError
-from pipeline.io import atomic_path, write_json
+from pipeline.io import write_csv, write_json
 from pipeline.paths import Paths
 from pipeline.record import RETRAIN, RunRecord
 from pipeline.tracking.runs import evaluation_files, log_to_run, per_class_key
@@ -124,58 +123,65 @@ def evaluate(
     if log:  # the store first: one that cannot record fails here, before any work
         experiment_id(paths.root, cfg.tracking.experiment)
     run, probs, labels, test_x = _checked(cfg, paths)
-    results = {}
-    for split, y in labels.items():
-        accuracy, loss = predictions.accuracy_and_loss(probs[split.removesuffix("_clean")], y)
-        results[split] = {"accuracy": accuracy, "loss": loss}
-    test_probs = probs["test"]
-    truth = np.asarray(labels["test"]).argmax(axis=1)
-    predicted = test_probs.argmax(axis=1)
-    names = list(cfg.data.classes)
-    matrix = predictions.confusion_matrix(truth, predicted, len(names))
-    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
-
-    # `train_*` are on the labels the model was fitted on; with label noise, `train_clean_*`
-    # are on the true ones.
-    metrics = {
-        f"{split}_{name}": round(value, 6)
-        for split in labels
-        for name, value in results[split].items()
-    }
-    metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
+    metrics = _scores(probs, labels)
     # Where overfitting began, from the training's per-epoch held-out loss (the run record),
     # and on which held-out set: DVC's metrics say what the MLflow run does.
     fitted = {k: run.metrics[k] for k in ("best_epoch", "epochs_past_best", "heldout_loss_rise")}
     report = {**metrics, **fitted, "heldout": run.tags["heldout"]}
     write_json(paths.metrics, report)
-    with atomic_path(paths.per_class) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["class", "test_accuracy"])
-        writer.writerows([name, f"{acc:.6f}"] for name, acc in zip(names, per_class, strict=True))
-    with atomic_path(paths.confusion) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        pairs = zip(truth.tolist(), predicted.tolist(), strict=True)
-        writer.writerows([names[t], names[p]] for t, p in pairs)
-    title = f"{run.run_name}: test accuracy {metrics['test_accuracy']:.4f}"
-    plots.confusion_matrix(matrix, names, paths.confusion_plot, title)
-    wrong = np.flatnonzero(predicted != truth)
-    confidence = test_probs[wrong, predicted[wrong]]
-    worst = wrong[np.argsort(-confidence)][:GALLERY]
-    plots.misclassified_gallery(
-        np.asarray(test_x[worst]).reshape(-1, *image_shape(paths)),
-        [names[t] for t in truth[worst].tolist()], [names[p] for p in predicted[worst].tolist()],
-        test_probs[worst, predicted[worst]], paths.misclassified_plot,
-    )  # fmt: skip
-
+    truth = np.asarray(labels["test"]).argmax(axis=1)
+    per_class = _test_reports(cfg, paths, run, probs["test"], truth, test_x)
     if log:
         per_class_metrics = {per_class_key(i): float(a) for i, a in enumerate(per_class)}
-        log_to_run(
-            paths.root, cfg.tracking.experiment, run.to_dict(), {**metrics, **per_class_metrics},
-            evaluation_files(paths),
-        )  # fmt: skip
+        scores = {**metrics, **per_class_metrics}
+        files = evaluation_files(paths)
+        log_to_run(paths.root, cfg.tracking.experiment, run.to_dict(), scores, files)
     print(json.dumps(report))
     return report
+
+
+def _scores(probs: dict, labels: dict[str, np.ndarray]) -> dict[str, float]:
+    """Accuracy and loss on each split, and the gap. `train_*` are on the labels the model
+    was fitted on; with label noise, `train_clean_*` are on the true ones."""
+    metrics = {}
+    for split, y in labels.items():
+        accuracy, loss = predictions.accuracy_and_loss(probs[split.removesuffix("_clean")], y)
+        metrics[f"{split}_accuracy"], metrics[f"{split}_loss"] = round(accuracy, 6), round(loss, 6)
+    metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
+    return metrics
+
+
+def _test_reports(
+    cfg: DictConfig,
+    paths: Paths,
+    run: RunRecord,
+    probs: np.ndarray,
+    truth: np.ndarray,
+    images: np.ndarray,
+) -> np.ndarray:
+    """Per-class accuracy and the confusion matrix as CSV and plots, and the most confidently
+    misclassified test images; return the per-class accuracy."""
+    predicted = probs.argmax(axis=1)
+    names = list(cfg.data.classes)
+    matrix = predictions.confusion_matrix(truth, predicted, len(names))
+    per_class = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    rows = ([name, f"{acc:.6f}"] for name, acc in zip(names, per_class, strict=True))
+    write_csv(paths.per_class, ["class", "test_accuracy"], rows)
+    pairs = zip(truth.tolist(), predicted.tolist(), strict=True)
+    write_csv(paths.confusion, ["actual", "predicted"], ([names[t], names[p]] for t, p in pairs))
+    accuracy = (predicted == truth).mean()
+    title = f"{run.run_name}: test accuracy {accuracy:.4f}"
+    plots.confusion_matrix(matrix, names, paths.confusion_plot, title)
+    wrong = np.flatnonzero(predicted != truth)
+    worst = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:GALLERY]
+    plots.misclassified_gallery(
+        np.asarray(images[worst]).reshape(-1, *image_shape(paths)),
+        [names[t] for t in truth[worst].tolist()],
+        [names[p] for p in predicted[worst].tolist()],
+        probs[worst, predicted[worst]],
+        paths.misclassified_plot,
+    )
+    return per_class
 
 
 def main() -> None:

@@ -7,7 +7,6 @@ and pipeline.models (tests/test_house.py): here the model is only called and sav
 
 from __future__ import annotations
 
-import csv
 import resource
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pipeline.callbacks import heldout_set, overfitting
 from pipeline.config import Distribute
 from pipeline.data.idx import file_sha256, read_manifest
 from pipeline.data.prepared import split_digest
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, write_csv
 from pipeline.paths import Paths
 from pipeline.record import DatasetSplit, RunRecord
 from pipeline.tracking.params import flat_params, run_name
@@ -190,8 +189,6 @@ def _run_record(
 
 def _write_history(history: dict[str, list[float]], path: Path) -> None:
     """Per-epoch metrics as CSV, the format `dvc plots` draws."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *history])
-        for i, row in enumerate(zip(*history.values(), strict=True)):
-            writer.writerow([i + 1, *(f"{v:.6f}" for v in row)])
+    rows = zip(*history.values(), strict=True)
+    lines = ([i + 1, *(f"{v:.6f}" for v in row)] for i, row in enumerate(rows))
+    write_csv(path, ["epoch", *history], lines)
