@@ -98,6 +98,11 @@ def _check(ok: bool, key: str, value: Any, rule: str) -> None:
         raise ConfigError(f"{key}: invalid value {value!r}; must be {rule}")
 
 
+def _validated(cfg: DictConfig) -> bool:
+    """Whether `cfg` is what `validate` returns: the schema's type, read-only."""
+    return OmegaConf.get_type(cfg) is Config and bool(OmegaConf.is_readonly(cfg))
+
+
 def validate(cfg: DictConfig | dict) -> DictConfig:
     """Check a composed config against the schema and the value ranges.
 
@@ -110,6 +115,8 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     Raises:
         ConfigError: one line naming the bad key, its value and the valid choices.
     """
+    if isinstance(cfg, DictConfig) and _validated(cfg):
+        return cfg  # validate's own result, passed on by an entry point: checked already
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     values = {k: v for k, v in cfg.items() if k != "hydra"}

@@ -33,7 +33,7 @@ from pipeline.io import write_csv, write_json
 from pipeline.paths import Paths
 from pipeline.record import RETRAIN, RunRecord
 from pipeline.tracking.runs import evaluation_files, log_to_run, per_class_key
-from pipeline.tracking.store import experiment_id
+from pipeline.tracking.store import Store, connect
 
 # How many of the most confidently misclassified test images the gallery shows.
 GALLERY = 24
@@ -109,10 +109,10 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.n
 
 
 def evaluate(
-    cfg: DictConfig, paths: Paths | None = None, log: bool = True
+    cfg: DictConfig, paths: Paths | None = None, log: bool = True, store: Store | None = None
 ) -> dict[str, float | str]:
     """Report on the predictions of the model in `paths.model`, write the reports and (with
-    `log`) log them to the training run.
+    `log`) log them to the training run, in `store` (default: checked here).
 
     Returns:
         The contents of reports/metrics.json (numbers, and `heldout`: the set `best_epoch`
@@ -120,8 +120,8 @@ def evaluate(
     """
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
-    if log:  # the store first: one that cannot record fails here, before any work
-        experiment_id(paths.root, cfg.tracking.experiment)
+    if log and store is None:  # the store first: one that cannot record fails here, at once
+        store = connect(paths.root, cfg.tracking.experiment)
     run, probs, labels, test_x = _checked(cfg, paths)
     metrics = _scores(probs, labels)
     # Where overfitting began, from the training's per-epoch held-out loss (the run record),
@@ -135,7 +135,7 @@ def evaluate(
         per_class_metrics = {per_class_key(i): float(a) for i, a in enumerate(per_class)}
         scores = {**metrics, **per_class_metrics}
         files = evaluation_files(paths)
-        log_to_run(paths.root, cfg.tracking.experiment, run.to_dict(), scores, files)
+        log_to_run(store, run.to_dict(), scores, files)
     print(json.dumps(report))
     return report
 

@@ -38,7 +38,7 @@ from pipeline.outputs import TrainingData
 from pipeline.paths import Paths
 from pipeline.tracking.params import run_name, run_tags
 from pipeline.tracking.runs import active_run, active_uri, epoch_history, log_outputs
-from pipeline.tracking.store import experiment_id
+from pipeline.tracking.store import Store, connect
 
 # Trainings started in this process so far (see `_build_model`).
 _trainings = 0
@@ -125,6 +125,7 @@ def fit(
     paths: Paths | None = None,
     entry_point: str = "api",
     tags: dict[str, str] | None = None,
+    store: Store | None = None,
 ) -> FitResult:
     """Train the configured model on the prepared training set and log an MLflow run: on one
     device, or with `train.distribute=mirrored` a replica per device (see `_strategy`).
@@ -134,6 +135,7 @@ def fit(
         paths: Where data is read and the run's files written (default: the project in cwd).
         entry_point: Recorded as a tag: `dvc`, `cli` or `api`.
         tags: More run tags, such as `mlflow.parentRunId` for a sweep's job.
+        store: The store as the entry point checked it (default: checked here).
 
     Raises:
         TrackingError: the store cannot be used (checked before any work).
@@ -141,7 +143,7 @@ def fit(
     cfg = validate(cfg)
     paths = (paths or Paths.project()).of(cfg.data.name)
     # The store first: one that cannot record fails here, in seconds, before any work.
-    experiment_id(paths.root, cfg.tracking.experiment)
+    store = store or connect(paths.root, cfg.tracking.experiment)
     data, provenance, scope, replicas = _read_data(cfg, paths, entry_point)
     model, batch_size = _build_model(cfg, data, scope, replicas)
     heldout = heldout_set(cfg)
@@ -152,13 +154,8 @@ def fit(
     tags = {**provenance, "job_dir": str(paths.out), "heldout": heldout_name, **(tags or {})}
     kept = False  # True once the job's files hold the whole run (see `outputs.save`)
     try:
-        with active_run(
-            paths.root,
-            cfg.tracking.experiment,
-            run_id=progress.resumed if progress else None,
-            run_name=run_name(cfg),
-            tags=tags,
-        ) as run:
+        resuming = progress.resumed if progress else None
+        with active_run(store, run_id=resuming, run_name=run_name(cfg), tags=tags) as run:
             if progress is not None:
                 progress.started(run.info.run_id)
             datasets = outputs.log_inputs(cfg, paths, data, model, replicas, batch_size)

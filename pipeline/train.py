@@ -58,18 +58,19 @@ def train(
     """
     from pipeline.evaluate import evaluate
     from pipeline.fit import fit, unlogged_error
-    from pipeline.tracking.store import experiment_id
+    from pipeline.tracking.store import connect
 
     cfg = validate(cfg)
-    # The store first: one that cannot record fails here, in seconds, before any download.
-    experiment_id(paths.root, cfg.tracking.experiment)
+    # The store first, once: one that cannot record fails here, in seconds, before any
+    # download; fit and evaluate use what it found.
+    store = connect(paths.root, cfg.tracking.experiment)
     ensure_data(cfg, paths)
-    result = fit(cfg, paths, entry_point="cli", tags=tags)
+    result = fit(cfg, paths, entry_point="cli", tags=tags, store=store)
     if result.unlogged is not None:
         # The store failed during training: the reports still go to the job directory.
         evaluate(cfg, paths, log=False)
         raise unlogged_error(result.unlogged, paths.of(cfg.data.name))
-    return evaluate(cfg, paths)
+    return evaluate(cfg, paths, store=store)
 
 
 # Written into a job's directory when the job starts; a directory that has one is another run's.

@@ -238,6 +238,7 @@ _SAME_DATASET = """
 import sys, time
 from pathlib import Path
 from pipeline.tracking.runs import active_run, log_datasets
+from pipeline.tracking.store import connect
 rounds = int(sys.argv[1])
 print("ready", flush=True)
 while not Path("go").exists():
@@ -245,7 +246,7 @@ while not Path("go").exists():
 start = float(Path("go").read_text())
 for i in range(rounds):
     time.sleep(max(0.0, start + 0.25 * i - time.time()))
-    with active_run(Path.cwd(), "mnist", run_name=f"round{i}"):
+    with active_run(connect(Path.cwd(), "mnist"), run_name=f"round{i}"):
         log_datasets("/data/mnist", [["mnist-train", "training", f"round{i}",
                                                (60000, 784), (60000, 10)]])
 """

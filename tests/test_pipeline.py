@@ -25,7 +25,7 @@ from pipeline.predictions import accuracy_and_loss
 from pipeline.tracking import store
 from pipeline.tracking.params import dvc_dir_md5
 from pipeline.tracking.runs import active_run
-from pipeline.tracking.store import retrying, store_root, tracking_uri
+from pipeline.tracking.store import connect, retrying, store_root, tracking_uri
 
 METRIC_KEYS = {"train_accuracy", "test_accuracy", "train_loss", "test_loss", "generalization_gap",
                "best_epoch", "epochs_past_best", "heldout_loss_rise", "heldout"}  # fmt: skip
@@ -290,7 +290,7 @@ def test_a_failing_run_is_marked_failed_with_its_error(tmp_path: Path) -> None:
 
     with (
         pytest.raises(RuntimeError),
-        active_run(tmp_path, "mnist", run_name="doomed") as run,
+        active_run(connect(tmp_path, "mnist"), run_name="doomed") as run,
     ):
         raise RuntimeError("disk on fire")
     finished = mlflow.MlflowClient().get_run(run.info.run_id)

@@ -202,9 +202,10 @@ import sqlite3, sys
 from pathlib import Path
 import mlflow
 from pipeline.tracking.runs import active_run, log_metrics
+from pipeline.tracking.store import connect
 store = sqlite3.connect(sys.argv[1])
 for recovers in (True, False):
-    with active_run(Path.cwd(), "mnist") as run:
+    with active_run(connect(Path.cwd(), "mnist")) as run:
         print(run.info.run_id, flush=True)
         store.execute("CREATE TRIGGER refuse BEFORE INSERT ON metrics "
                       "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END")

@@ -19,13 +19,12 @@ from pipeline.errors import TrackingError
 from pipeline.paths import Paths
 from pipeline.tracking.models import _log_model
 from pipeline.tracking.store import (
+    Store,
     _failure,
     _quick_answers,
     _store_errors,
     configure_client,
-    experiment_id,
     retrying,
-    tracking_uri,
 )
 
 T = TypeVar("T")
@@ -59,10 +58,10 @@ def _recording(call: Callable[..., T]) -> Callable[..., T]:
 
 
 @contextmanager
-def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[Any]:
-    """`mlflow.start_run` in `experiment`, after checking the store (`experiment_id`), that
-    also records why a run failed, as the tag `error`. A run stopped by an exception ends
-    FAILED; one interrupted (SIGINT, SIGTERM) ends KILLED.
+def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
+    """`mlflow.start_run` in the checked `store`'s experiment, that also records why a run
+    failed, as the tag `error`. A run stopped by an exception ends FAILED; one interrupted
+    (SIGINT, SIGTERM) ends KILLED.
 
     Raises:
         TrackingError: the store failed, at the start or the end (any failure inside the
@@ -71,13 +70,14 @@ def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[A
     import mlflow
 
     configure_client()
-    exp_id = experiment_id(root, experiment)
+    mlflow.set_tracking_uri(store.uri)
     run_id = start_run_args.get("run_id")
     if run_id and not _run_exists(run_id):
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
-        print(f"MLflow run {run_id} is not in {tracking_uri(root)}; starting a new run")
+        print(f"MLflow run {run_id} is not in {store.uri}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
-    run = _recording(retrying)(mlflow.start_run, experiment_id=exp_id, **start_run_args)
+    start = _recording(retrying)
+    run = start(mlflow.start_run, experiment_id=store.experiment_id, **start_run_args)
     _background.clear()  # a batch of an earlier run of this process is that run's
     try:
         yield run
@@ -100,8 +100,7 @@ def active_run(root: Path, experiment: str, **start_run_args: Any) -> Iterator[A
 
 
 def log_to_run(
-    root: Path,
-    experiment: str,
+    store: Store,
     run: dict[str, str],
     metrics: dict[str, float],
     files: list[tuple[Path, str | None]],
@@ -112,7 +111,7 @@ def log_to_run(
         run: `run_id` and `run_name`, as the train stage leaves them in models/run.json.
     """
 
-    with active_run(root, experiment, run_id=run["run_id"], run_name=run["run_name"]):
+    with active_run(store, run_id=run["run_id"], run_name=run["run_name"]):
         log_metrics(metrics)
         for path, directory in files:
             log_artifact(path, directory)

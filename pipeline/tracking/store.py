@@ -11,6 +11,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,6 +137,26 @@ def _store_errors() -> tuple[type[BaseException], ...]:
     from mlflow.exceptions import MlflowException
 
     return (MlflowException, OSError)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A tracking store checked before work (`connect`): its URI, and the id there of the
+    experiment runs go to. Entry points check once and pass it on."""
+
+    uri: str
+    experiment: str
+    experiment_id: str
+
+
+def connect(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> Store:
+    """Check the store (`experiment_id`) and say what was found.
+
+    Raises:
+        TrackingError: the store cannot be used (its URI and the cause).
+    """
+    uri = tracking_uri(root)
+    return Store(uri, experiment, _experiment_id(uri, experiment))
 
 
 def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
