@@ -150,7 +150,7 @@ def write_results(groups: list[dict], out: Path, setup: str) -> None:
         "",
         setup,
         "",
-        f"Among the MLPs: {compare.rule(mlp)}",
+        f"The MLPs as `pipeline.compare` reports them. {compare.rule(mlp)}",
         "",
         "| configuration | n | train accuracy | test accuracy | 95% interval (test) "
         "| gap (train - test) | best - this (95% interval) | p (Holm) | vs the best of its "

@@ -39,7 +39,7 @@ def test_activations_benchmark_writes_its_table_and_plot(make_project) -> None:
         assert (seeds != "-") == (versus == "tie")
     mlp = [r.split("|")[9].strip() for r in rows if "| mlp-" in r]
     assert mlp.count("**best**") == 1  # one best MLP, whatever the CNN scored
-    assert "Among the MLPs: Configurations ranked on the test set" in table
+    assert "reports them. Configurations ranked on the test set" in table
     assert "With 2 seeds per configuration, differences below" in table
     assert "cores; Python" in table  # the machine the numbers came from
     png = (out / "results.png").read_bytes()
