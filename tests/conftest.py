@@ -19,15 +19,12 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
+from mnist_support.project import serve_directory as serve_directory  # test_download's too
 from pipeline.config import compose
 from pipeline.data.idx import IDX_FILES
 from pipeline.paths import Paths
 
 ROOT = Path(__file__).resolve().parents[1]
-# The benchmark's helpers for serving a directory and copying the project serve the tests too.
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench import copy_tree as copy_tree  # noqa: E402  (re-exported for the test modules)
-from bench import serve_directory  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # Never reach for the official mirrors from a test: only the sources a test names.

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import assert_run_holds, copy_tree
+from conftest import assert_run_holds
+
+from mnist_support.project import make_repo
 
 # Runs `dvc repro` on the full data.
 pytestmark = pytest.mark.slow
@@ -44,10 +46,7 @@ def env(http_mirror: str) -> dict[str, str]:
 def repo(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Path:
     """The project's files, as git would commit them, in a fresh git repo."""
     dest = tmp_path_factory.mktemp("repo")
-    copy_tree(dest)
-    sh(dest, "git", "init", "-q", env=env)
-    sh(dest, "git", "add", "-A", env=env)
-    sh(dest, "git", "commit", "-qm", "baseline", env=env)
+    make_repo(dest, env, "baseline")
     return dest
 
 

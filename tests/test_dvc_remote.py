@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import copy_tree
 from test_dvc import GIT_ENV, STAGES, sh
+
+from mnist_support.project import make_repo
 
 # Runs `dvc repro`, push and pull.
 pytestmark = pytest.mark.slow
@@ -67,15 +67,10 @@ def origin(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str], storag
     """The project in a fresh git repo, reproduced on a small configuration, pushed to the
     remote, and committed (params, dvc.lock, remote config) as a team member would."""
     repo = tmp_path_factory.mktemp("origin")
-    copy_tree(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
     # Only the mirror: a stage that ever runs where the mirror is absent fails loudly.
-    params["data"].update(sources=[], retries=1, timeout=10.0, **SMALL)
-    params["epochs"] = 1
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, "git", "init", "-q", env=env)
-    sh(repo, "git", "add", "-A", env=env)
-    sh(repo, "git", "commit", "-qm", "small configuration", env=env)
+    params = {"data.sources": [], "data.retries": 1, "data.timeout": 10.0, "epochs": 1}
+    params.update({f"data.{k}": v for k, v in SMALL.items()})
+    make_repo(repo, env, "small configuration", params)
 
     out = sh(repo, "dvc", "repro", env=env).stdout
     for stage in STAGES:
