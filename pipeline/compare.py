@@ -33,6 +33,7 @@ from pipeline.replicates import (
     CLEAN,
     GROUP_COLUMNS,
     NAMES,
+    SETUP,
     TEST,
     VALIDATION,
     NoRunsError,
@@ -47,12 +48,7 @@ from pipeline.tracking.store import DEFAULT_EXPERIMENT, tracking_uri
 
 COLUMNS = (
     "run",
-    "data",
-    "model",
-    "activation",
-    "optimizer",
-    "epochs",
-    "batch_size",
+    *SETUP,
     "train_accuracy",
     "val_accuracy",
     "test_accuracy",

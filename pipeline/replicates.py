@@ -17,15 +17,12 @@ import pandas as pd
 from pipeline import stats
 from pipeline.errors import PipelineError
 
+# The columns a configuration takes from its runs (equal in all of them).
+SETUP = ("data", "model", "activation", "optimizer", "epochs", "batch_size")
 # What a row of `group_rows` holds, as table.csv writes it.
 GROUP_COLUMNS = (
     "config",
-    "data",
-    "model",
-    "activation",
-    "optimizer",
-    "epochs",
-    "batch_size",
+    *SETUP,
     "n",
     "seeds",
     "train_accuracy_mean",
@@ -47,8 +44,6 @@ GROUP_COLUMNS = (
     "vs_best",
     "seeds_needed",
 )
-# The columns a configuration takes from its runs (equal in all of them).
-SETUP = ("data", "model", "activation", "optimizer", "epochs", "batch_size")
 # Summarised over each configuration's runs.
 METRICS = ("train_accuracy", "val_accuracy", "test_accuracy", "gap")
 # Train accuracy on the true labels, of runs with label noise (summarised where all have it).
