@@ -288,6 +288,42 @@ def test_no_process_wide_tricks() -> None:
     assert not found
 
 
+# Rooms a newcomer reads in one sitting.
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 60, 400
+
+
+def room_sizes(paths: list[Path]) -> list[str]:
+    """Each module over MAX_MODULE_LINES lines and each function (or method) over
+    MAX_FUNCTION_LINES, decorators and docstring included, as `path:line name has N lines`."""
+    found = []
+    for path in paths:
+        text = path.read_text()
+        where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        if (lines := len(text.splitlines())) > MAX_MODULE_LINES:
+            found.append(f"{where} has {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if (length := node.end_lineno - start + 1) > MAX_FUNCTION_LINES:
+                    found.append(f"{where}:{start} {node.name} has {length} lines")
+    return found
+
+
+def test_every_function_and_module_is_a_room_read_in_one_sitting() -> None:
+    code = sorted([*PACKAGE.rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")])
+    assert room_sizes(code) == []
+
+
+def test_an_oversized_function_or_module_would_be_found(tmp_path: Path) -> None:
+    long = tmp_path / "roomy.py"
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    long.write_text(f"def roomy():\n{body}\n" + "\n" * MAX_MODULE_LINES)
+    assert room_sizes([long]) == [
+        f"roomy.py has {MAX_FUNCTION_LINES + 1 + MAX_MODULE_LINES} lines",
+        f"roomy.py:1 roomy has {MAX_FUNCTION_LINES + 1} lines",
+    ]
+
+
 def test_the_shared_house_check_agrees(tmp_path: Path) -> None:
     """The workplace's own checker, where it is beside the project, reports nothing."""
     checker = ROOT.parent / "shared" / "tools" / "house_check.py"
