@@ -34,7 +34,6 @@ from pipeline.replicates import (
     GROUP_COLUMNS,
     NAMES,
     SETUP,
-    TEST,
     VALIDATION,
     NoRunsError,
     group_rows,
@@ -104,7 +103,7 @@ def find_runs(
         scope = [c for c in (filter_string, parent and f"sweep {parent}") if c]
         matching = f" matching {' and '.join(scope)}" if scope else ""
         raise NoRunsError(f"no evaluated runs in experiment {experiment!r}{matching}")
-    metric = VALIDATION if all(VALIDATION in r.data.metrics for r in runs) else TEST
+    metric = ranking_metric([r.data.metrics for r in runs])
     runs.sort(key=lambda r: -r.data.metrics[metric])
     return runs[:top]
 

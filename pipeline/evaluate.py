@@ -39,11 +39,12 @@ from pipeline.tracking.store import Store, connect
 GALLERY = 24
 
 
-def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> dict[str, np.ndarray]:
+def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The labels of each split the predictions are on (`train`: the rows fitted on, `test`,
     and `val` with a validation split), once each split's data digest is the one the
-    predictions were made on."""
-    (x_train, y_train), (_, y_test) = load_prepared(paths, "train"), load_prepared(paths, "test")
+    predictions were made on; and the test images."""
+    x_train, y_train = load_prepared(paths, "train")
+    x_test, y_test = load_prepared(paths, "test")
     # Training accuracy is of what the model was fitted on: without the validation split,
     # the first data.fit_samples (slices of the memory maps: nothing is read).
     val_split, fit_samples = cfg.val_split, cfg.data.fit_samples
@@ -67,7 +68,7 @@ def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> dict[str, np.ndarray]
             f"{paths.predictions} holds no predictions on the validation rows that "
             f"val_split={val_split} holds out; {RETRAIN}"
         )
-    return labels
+    return labels, x_test
 
 
 def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.ndarray]:
@@ -91,7 +92,7 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.n
             f"{paths.model} is not the model MLflow run {run.run_id} trained (its checksum "
             f"differs from the one the run recorded); {RETRAIN}"
         )
-    labels = _labels(cfg, paths, probs)
+    labels, test_x = _labels(cfg, paths, probs)
     noise = cfg.data.label_noise
     if (probs["label_noise"], probs["noise_seed"] if noise else None) != (
         noise,
@@ -105,7 +106,7 @@ def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.n
     if noise:  # the same labels the train stage fitted on: the same fraction, the same seed
         labels["train_clean"] = labels["train"]
         labels["train"] = relabel(np.asarray(labels["train"]), noise, cfg.seed)[0]
-    return run, probs, labels, load_prepared(paths, "test")[0]
+    return run, probs, labels, test_x
 
 
 def evaluate(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
@@ -66,8 +67,8 @@ def plus_minus(mean: float, std: float, digits: int = 4, signed: bool = False) -
     return f"{mean:{sign}.{digits}f} ± {spread}"
 
 
-def ranking_metric(rows: list[dict[str, Any]]) -> str:
-    """`val_accuracy` when every row has one, else `test_accuracy`."""
+def ranking_metric(rows: list[Mapping[str, Any]]) -> str:
+    """`val_accuracy` when every row (or run's metrics) has one, else `test_accuracy`."""
     return VALIDATION if all(not math.isnan(r.get(VALIDATION, math.nan)) for r in rows) else TEST
 
 
