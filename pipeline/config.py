@@ -24,10 +24,14 @@ from pipeline.schema import (
     CONF_DIR,
     MODELS,
     OPTIMIZERS,
+    SEARCH_SWEEPER,
     Activation,
     Config,
     Distribute,
     LRSchedule,
+    Objective,
+    Pruner,
+    Sampler,
     choice_list,
     register_schemas,
 )
@@ -60,6 +64,8 @@ def one_line(err: OmegaConfBaseException) -> ConfigError:
         "activation": Activation,
         "lr_schedule": LRSchedule,
         "train.distribute": Distribute,
+        "search.sampler": Sampler,
+        "search.pruner": Pruner,
     }.get(key)
     if enum is not None:
         return ConfigError(
@@ -134,6 +140,7 @@ def validate(cfg: DictConfig | dict) -> DictConfig:
     _check_model(typed.model)
     _check_optimizer(typed.optimizer)
     _check_data(typed.data)
+    _check_search(typed)
     experiment = typed.tracking.experiment
     _check(bool(experiment.strip()), "tracking.experiment", experiment, "a non-empty name")
     OmegaConf.set_readonly(typed, True)
@@ -162,6 +169,42 @@ def _check_training(typed: DictConfig) -> None:
         _check(value >= arg.minimum, f"activation_args.{arg.name}", value, rule)
     steps = typed.train.steps_per_execution
     _check(steps >= 1, "train.steps_per_execution", steps, "a positive integer")
+
+
+def _check_search(typed: DictConfig) -> None:
+    """A search chooses on validation only: its objective is a validation metric, and it
+    needs the validation rows to score it on."""
+    search = typed.search
+    valid = choice_list(Objective.__members__)
+    rule = f"a validation metric ({valid}): choosing on the test or training set overfits it"
+    _check(search.objective in Objective.__members__, "search.objective", search.objective, rule)
+    for key in ("trials", "final_seeds", "startup_trials"):
+        _check(search[key] >= 0, f"search.{key}", search[key], "a non-negative integer")
+    _check(search.trial is None or search.trial >= 0, "search.trial", search.trial, "null or >= 0")
+    if search.trial is not None:
+        check_search_split(typed)
+    for key in ("study", "storage"):
+        value = search[key]
+        _check(value is None or bool(value.strip()), f"search.{key}", value, "null or a name")
+
+
+def searching(cfg: DictConfig) -> bool:
+    """Whether `cfg` (a composed config with Hydra's) runs a search: the search sweeper."""
+    target = OmegaConf.select(cfg, "hydra.sweeper._target_", default="") or ""
+    return target == SEARCH_SWEEPER
+
+
+def check_search_split(cfg: DictConfig) -> None:
+    """A search needs validation rows: refused with `val_split=0` (it would rank on test)."""
+    rule = "> 0 for a search (it chooses on validation; val_split=0 would choose on the test set)"
+    split = cfg.val_split
+    _check(isinstance(split, int | float) and split > 0, "val_split", split, rule)
+
+
+def sees_test_set(cfg: DictConfig) -> bool:
+    """False for a search's trial (`search.trial` set): it never reads the test set, so that
+    the configuration a search chooses is chosen on validation alone."""
+    return cfg.search.trial is None
 
 
 def _check_data(data: DictConfig) -> None:

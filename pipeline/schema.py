@@ -139,6 +139,40 @@ class StudyConfig:
     x: str | None = None
 
 
+class Objective(Enum):
+    """What a search maximises or minimises: a validation metric at the best epoch."""
+
+    val_accuracy = "val_accuracy"
+    val_loss = "val_loss"
+
+
+class Sampler(Enum):
+    tpe = "tpe"  # Optuna's Tree-structured Parzen Estimator, seeded from `seed`
+    random = "random"
+
+
+class Pruner(Enum):
+    median = "median"  # stop a trial whose epoch is worse than the median of earlier trials'
+    none = "none"
+
+
+@dataclass
+class SearchConfig:
+    """A hyperparameter search (`+search=mlp`, pipeline/search/). `trial` and `final` are a
+    job's place in it, set by the search for each job it launches."""
+
+    trials: int = 30  # per invocation: the study keeps every earlier trial
+    objective: str = "val_accuracy"  # a validation metric (checked in pipeline.config)
+    study: str | None = None  # null: <model>-<dataset>, e.g. mlp-mnist
+    storage: str | None = None  # null: sqlite:///<project root>/optuna.db
+    sampler: Sampler = Sampler.tpe
+    pruner: Pruner = Pruner.median
+    startup_trials: int = 5  # complete trials before the pruner stops any
+    final_seeds: int = 5  # the winner retrained with this many new seeds; 0: none
+    trial: int | None = None  # this job is the study's trial of this number
+    final: bool = False  # this job is one of the winner's final runs
+
+
 @dataclass
 class Config:
     # model and optimizer hold one of the schemas below, chosen by their `name`.
@@ -156,6 +190,7 @@ class Config:
     train: TrainConfig = MISSING
     tracking: TrackingConfig = MISSING
     study: StudyConfig = field(default_factory=StudyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
 # The config-group choices with their schemas. A model is its schema here, its builder in
@@ -166,6 +201,8 @@ OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sg
 # Where the schemas live in Hydra's ConfigStore: apart from the groups' own choices, so that
 # `--help` and `optimizer=glob(*)` see only the YAML files.
 SCHEMA_GROUP = "schema"
+# The Hydra sweeper of a hyperparameter search (`hydra/sweeper=optuna_search`).
+SEARCH_SWEEPER = "hydra_plugins.mnist_pipeline.search_sweeper.SearchSweeper"
 
 
 def register_schemas() -> None:
