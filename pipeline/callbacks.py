@@ -64,14 +64,15 @@ class EpochScoring:
     Args:
         train: A fixed subset of the fitted images with the labels fitted on and (with label
             noise) the clean ones.
-        test: The test images and labels.
+        test: The test images and labels; None for a search's trial, which never reads
+            the test set (its `test_*` are then not scored).
     """
 
     def __init__(
         self,
         model: Any,
         train: tuple[Any, np.ndarray, np.ndarray | None],
-        test: tuple[Any, np.ndarray],
+        test: tuple[Any, np.ndarray] | None,
         heldout: str,
     ) -> None:
         from pipeline.models.scoring import probabilities
@@ -103,7 +104,7 @@ class EpochScoring:
 
     def _score(self, logs: dict) -> None:
         """Add the epoch's scores and gaps to `logs`."""
-        (x_train, y_train, y_clean), (x_test, y_test) = self.train, self.test
+        x_train, y_train, y_clean = self.train
         # Scored as evaluate scores, batch by batch: Keras' own `evaluate` spent more time
         # building its dataset and prediction function each epoch than scoring.
         probs = self._probabilities(self.model, x_train)
@@ -111,8 +112,10 @@ class EpochScoring:
         if y_clean is not None:
             scores = predictions.accuracy_and_loss(probs, y_clean)
             logs["train_clean_accuracy"], logs["train_clean_loss"] = scores
-        scores = predictions.accuracy_and_loss(self._probabilities(self.model, x_test), y_test)
-        logs["test_accuracy"], logs["test_loss"] = scores
+        if self.test is not None:
+            x_test, y_test = self.test
+            scores = predictions.accuracy_and_loss(self._probabilities(self.model, x_test), y_test)
+            logs["test_accuracy"], logs["test_loss"] = scores
         heldout = self.heldout
         logs["generalization_gap"] = logs["train_accuracy"] - logs[f"{heldout}_accuracy"]
         logs["loss_gap"] = logs[f"{heldout}_loss"] - logs["train_loss"]

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pipeline import plots, predictions
 from pipeline.cli import run_stage
-from pipeline.config import validate
+from pipeline.config import sees_test_set, validate
 from pipeline.data.idx import file_sha256
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
@@ -39,24 +39,29 @@ from pipeline.tracking.store import Store, connect
 GALLERY = 24
 
 
-def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The labels of each split the predictions are on (`train`: the rows fitted on, `test`,
-    and `val` with a validation split), once each split's data digest is the one the
-    predictions were made on; and the test images."""
+def _labels(
+    cfg: DictConfig, paths: Paths, probs: dict
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The labels of each split the predictions are on (`train`: the rows fitted on, `test`
+    unless a search's trial, and `val` with a validation split), once each split's data
+    digest is the one the predictions were made on; and the test images (if read)."""
     x_train, y_train = load_prepared(paths, "train")
-    x_test, y_test = load_prepared(paths, "test")
+    x_test, y_test = load_prepared(paths, "test") if sees_test_set(cfg) else (None, None)
     # Training accuracy is of what the model was fitted on: without the validation split,
     # the first data.fit_samples (slices of the memory maps: nothing is read).
     val_split, fit_samples = cfg.val_split, cfg.data.fit_samples
     _, y_fit, _, y_val = split_validation(x_train, y_train, val_split, fit_samples)
     meta = read_meta(paths)
-    labels = {"train": y_fit, "test": y_test}
-    rows = {"train": (0, len(y_fit)), "test": (0, len(y_test))}
+    labels, rows = {"train": y_fit}, {"train": (0, len(y_fit))}
+    if y_test is not None:
+        labels["test"], rows["test"] = y_test, (0, len(y_test))
     if len(y_val) and "val" in probs:  # the training split's last rows
         labels["val"] = y_val
         rows["val"] = (len(y_train) - len(y_val), len(y_train))
     for split in labels:
         source = "train" if split == "val" else split
+        if split == "test" and "test" not in probs:
+            raise DataError(f"{paths.predictions} holds no predictions on the test set; {RETRAIN}")
         if probs[f"{split}_digest"] != split_digest(meta, source, *rows[split]):
             raise DataError(
                 f"{paths.predictions} holds predictions on other {split} data than "
@@ -71,7 +76,7 @@ def _labels(cfg: DictConfig, paths: Paths, probs: dict) -> tuple[dict[str, np.nd
     return labels, x_test
 
 
-def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.ndarray]:
+def _checked(cfg: DictConfig, paths: Paths) -> tuple[RunRecord, dict, dict, np.ndarray | None]:
     """The run record, the predictions, the labels of each split and the test images, once
     each is known to belong with the others: the predictions were made by this run's model
     file, on these data, with these labels.
@@ -125,17 +130,20 @@ def evaluate(
         store = connect(paths.root, cfg.tracking.experiment)
     run, probs, labels, test_x = _checked(cfg, paths)
     metrics = _scores(probs, labels)
+    tested = "test" in labels
     # Where overfitting began, from the training's per-epoch held-out loss (the run record),
     # and on which held-out set: DVC's metrics say what the MLflow run does.
     fitted = {k: run.metrics[k] for k in ("best_epoch", "epochs_past_best", "heldout_loss_rise")}
     report = {**metrics, **fitted, "heldout": run.tags["heldout"]}
     write_json(paths.metrics, report)
-    truth = np.asarray(labels["test"]).argmax(axis=1)
-    per_class = _test_reports(cfg, paths, run, probs["test"], truth, test_x)
+    per_class = []
+    if tested:
+        truth = np.asarray(labels["test"]).argmax(axis=1)
+        per_class = _test_reports(cfg, paths, run, probs["test"], truth, test_x)
     if log:
         per_class_metrics = {per_class_key(i): float(a) for i, a in enumerate(per_class)}
         scores = {**metrics, **per_class_metrics}
-        files = evaluation_files(paths)
+        files = evaluation_files(paths, tested)
         log_to_run(store, run.to_dict(), scores, files)
     print(json.dumps(report))
     return report
@@ -148,7 +156,9 @@ def _scores(probs: dict, labels: dict[str, np.ndarray]) -> dict[str, float]:
     for split, y in labels.items():
         accuracy, loss = predictions.accuracy_and_loss(probs[split.removesuffix("_clean")], y)
         metrics[f"{split}_accuracy"], metrics[f"{split}_loss"] = round(accuracy, 6), round(loss, 6)
-    metrics["generalization_gap"] = round(metrics["train_accuracy"] - metrics["test_accuracy"], 6)
+    if "test_accuracy" in metrics:  # not for a search's trial, which reads no test set
+        gap = metrics["train_accuracy"] - metrics["test_accuracy"]
+        metrics["generalization_gap"] = round(gap, 6)
     return metrics
 
 

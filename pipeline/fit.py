@@ -13,6 +13,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import outputs, resume
 from pipeline.callbacks import TRAIN_SCORED, EpochScoring, heldout_set, history_name
 from pipeline.cli import run_stage
-from pipeline.config import Distribute, validate
+from pipeline.config import Distribute, sees_test_set, validate
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
     image_shape,
@@ -126,6 +127,7 @@ def fit(
     entry_point: str = "api",
     tags: dict[str, str] | None = None,
     store: Store | None = None,
+    on_epoch: Callable[[int, dict], bool] | None = None,
 ) -> FitResult:
     """Train the configured model on the prepared training set and log an MLflow run: on one
     device, or with `train.distribute=mirrored` a replica per device (see `_strategy`).
@@ -136,6 +138,8 @@ def fit(
         entry_point: Recorded as a tag: `dvc`, `cli` or `api`.
         tags: More run tags, such as `mlflow.parentRunId` for a sweep's job.
         store: The store as the entry point checked it (default: checked here).
+        on_epoch: Called after each epoch's scoring with the epoch (from 0) and its logs;
+            True stops the training there (a search's pruner, pipeline.search.pruning).
 
     Raises:
         TrackingError: the store cannot be used (checked before any work).
@@ -148,7 +152,7 @@ def fit(
     model, batch_size = _build_model(cfg, data, scope, replicas)
     heldout = heldout_set(cfg)
     progress = resume.claim(cfg, paths.root)  # kept until the run completes, to resume
-    scoring, callbacks = _callbacks(cfg, model, data, heldout, progress)
+    scoring, callbacks = _callbacks(cfg, model, data, heldout, progress, on_epoch)
     # Where the run's files are (model, predictions, reports), and what the gaps measure.
     heldout_name = {"val": "validation", "test": "test"}[heldout]
     tags = {**provenance, "job_dir": str(paths.out), "heldout": heldout_name, **(tags or {})}
@@ -184,20 +188,23 @@ def _read_data(
 ) -> tuple[TrainingData, dict[str, str], Any, int]:
     """The prepared data, split and relabelled; the run's tags (`run_tags`); and
     where the model is built, for how many replicas (`_strategy`)."""
-    train_split, test_split = load_prepared(paths, "train"), load_prepared(paths, "test")
+    train_split = load_prepared(paths, "train")
+    # A search's trial never reads the test set (pipeline.config.sees_test_set).
+    test_split = load_prepared(paths, "test") if sees_test_set(cfg) else None
     meta = read_meta(paths)
     image = image_shape(paths, meta)
     # Reading the data and hashing it for the run's tags need no interpreter lock, so they
     # run on another core while TensorFlow and Keras are imported (on one).
     with ThreadPoolExecutor(1) as pool:
-        reading = pool.submit(read_aligned, *train_split, *test_split)
+        reading = pool.submit(read_aligned, *train_split, *(test_split or ()))
         tagging = pool.submit(run_tags, paths.root, paths.prepared, entry_point)
         # Before the first tensor: logical CPU devices can only be made before TF starts.
         scope, replicas = _strategy(cfg)
 
         from pipeline.models.scoring import as_tensors
 
-        x_train, y_train, x_test, y_test = as_tensors(reading.result())
+        x_train, y_train, *test = as_tensors(reading.result())
+    x_test, y_test = test or (None, None)
     x_fit, y_fit, x_val, y_val = split_validation(
         x_train, y_train, cfg.val_split, cfg.data.fit_samples
     )
@@ -263,10 +270,11 @@ def _callbacks(
     data: TrainingData,
     heldout: str,
     progress: resume.Progress | None,
+    on_epoch: Callable[[int, dict], bool] | None = None,
 ) -> tuple[EpochScoring, list]:
     """The per-epoch scoring (see pipeline.callbacks); with `progress`, the backup of each
     epoch it saves; with `early_stopping.patience`, early stopping on the validation loss,
-    restoring the best epoch's weights."""
+    restoring the best epoch's weights; then `on_epoch`, which may stop the training."""
     import keras
 
     scored = min(TRAIN_SCORED, len(data.x_fit))
@@ -275,7 +283,8 @@ def _callbacks(
         np.asarray(data.y_fit[:scored]),
         None if data.y_clean is None else data.y_clean[:scored],
     )
-    scoring = EpochScoring(model, subset, (data.x_test, np.asarray(data.y_test)), heldout)
+    test = None if data.x_test is None else (data.x_test, np.asarray(data.y_test))
+    scoring = EpochScoring(model, subset, test, heldout)
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=scoring.on_epoch_end)]
     if cfg.early_stopping.patience:
         callbacks.append(
@@ -286,6 +295,13 @@ def _callbacks(
                 verbose=1,
             )
         )
+    if on_epoch is not None:
+
+        def stop_if_asked(epoch: int, logs: dict | None = None) -> None:
+            if on_epoch(epoch, logs or {}):
+                model.stop_training = True  # the run ends normally, after this epoch
+
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop_if_asked))
     if progress is not None:
         # First, so that a resume restores the weights and the epoch before anything else.
         scoring.backup = _epoch_backup(progress.state)

@@ -32,24 +32,25 @@ from pipeline.tracking.runs import active_uri, log_datasets, log_params, set_tag
 class TrainingData:
     """The prepared data as a training uses it: tensors split into the rows fitted on (with
     `y_clean`, the true labels, under label noise), validation and test; and the files'
-    memory maps and metadata, which the run's records describe."""
+    memory maps and metadata, which the run's records describe. The test set's are None
+    for a search's trial, which never reads it."""
 
     x_fit: Any
     y_fit: Any
     x_val: Any
     y_val: Any
-    x_test: Any
-    y_test: Any
+    x_test: Any | None
+    y_test: Any | None
     y_clean: np.ndarray | None
     train_split: tuple[np.ndarray, np.ndarray]
-    test_split: tuple[np.ndarray, np.ndarray]
+    test_split: tuple[np.ndarray, np.ndarray] | None
     n_train: int
     meta: dict
     image: tuple[int, ...]
 
     @property
     def classes(self) -> int:
-        return int(self.y_test.shape[1])
+        return int(self.y_fit.shape[1])
 
 
 def log_inputs(
@@ -73,17 +74,19 @@ def log_inputs(
 
 
 def dataset_splits(cfg: DictConfig, data: TrainingData) -> list[DatasetSplit]:
-    """The rows fitted on, the validation rows (the training set's last) if any, the test set."""
+    """The rows fitted on, the validation rows (the training set's last) if any, the test set
+    if read."""
     meta, name = data.meta, cfg.data.name
     n_fit, n_val, n_train = len(data.x_fit), len(data.x_val), data.n_train
     x_shape, y_shape = data.train_split[0].shape[1:], data.train_split[1].shape[1:]
-    digest = split_digest(meta, "test", 0, len(data.x_test))
-    test_x, test_y = data.test_split[0].shape, data.test_split[1].shape
     fitted = split_digest(meta, "train", 0, n_fit)
     splits = [
         DatasetSplit(f"{name}-train", "training", fitted, (n_fit, *x_shape), (n_fit, *y_shape)),
-        DatasetSplit(f"{name}-test", "test", digest, test_x, test_y),
     ]
+    if data.x_test is not None:
+        digest = split_digest(meta, "test", 0, len(data.x_test))
+        test_x, test_y = data.test_split[0].shape, data.test_split[1].shape
+        splits.append(DatasetSplit(f"{name}-test", "test", digest, test_x, test_y))
     if n_val:
         digest = split_digest(meta, "train", n_train - n_val, n_train)
         shapes = (n_val, *x_shape), (n_val, *y_shape)
@@ -111,16 +114,15 @@ def save(
     with atomic_path(paths.model) as tmp:
         model.save(tmp)
     # The saved model's class probabilities on what it was fitted on, the validation rows
-    # and the test set, with what identifies them: evaluate reports on these.
+    # and the test set (if read), with what identifies them: evaluate reports on these.
     model_sha256 = file_sha256(paths.model)
-    splits = datasets["splits"]
+    digests = {split.context: split.digest for split in datasets["splits"]}
     start = time.perf_counter()
-    scores = {
-        "train": (probabilities(model, data.x_fit), splits[0].digest),
-        "test": (probabilities(model, data.x_test), splits[-1].digest),
-    }
+    scores = {"train": (probabilities(model, data.x_fit), digests["training"])}
+    if data.x_test is not None:
+        scores["test"] = (probabilities(model, data.x_test), digests["test"])
     if len(data.x_val):  # the final model (early stopping's restored weights) on validation
-        scores["val"] = (probabilities(model, data.x_val), splits[1].digest)
+        scores["val"] = (probabilities(model, data.x_val), digests["validation"])
     timing["scoring_seconds"] = time.perf_counter() - start
     predictions.save(
         paths.predictions,
@@ -176,7 +178,8 @@ def _run_record(
         model={
             "pixels": int(np.prod(data.image)),
             "classes": data.classes,
-            "example": np.asarray(data.test_split[0][:5]).tolist(),  # uint8 pixels
+            # uint8 pixels: test images, or training ones for a trial, which reads no test set
+            "example": np.asarray((data.test_split or data.train_split)[0][:5]).tolist(),
             "requirements": requirements,
             "dataset": cfg.data.name,
             "class_names": list(cfg.data.classes),

@@ -19,8 +19,10 @@ from pipeline.io import atomic_path
 
 # Keras' categorical cross-entropy clips probabilities to this epsilon before the log.
 EPSILON = 1e-7
-SPLITS = ("train", "test")
-OPTIONAL = ("val",)  # present when the run held out validation rows
+SPLITS = ("train",)
+# `test` unless a search's trial made them (it never reads the test set); `val` when the run
+# held out validation rows.
+OPTIONAL = ("test", "val")
 
 
 def accuracy_and_loss(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -62,7 +64,8 @@ def save(
 
 def load(path: Path) -> dict[str, np.ndarray | str]:
     """The file `save` wrote: `run_id`, `model_sha256`, per split its probabilities and
-    `<split>_digest` (`val` only when the run had validation rows), and `label_noise`
+    `<split>_digest` (`test` unless a search's trial, `val` only when the run had validation
+    rows), and `label_noise`
     (float) and `noise_seed` (int).
 
     Raises:

@@ -18,8 +18,9 @@ from pipeline.activations import describe, own_args
 from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
 # Keys that do not shape a run's result: the download's checksums (the data hash tag covers
-# the data) and whether an interrupted run was resumed (its params must not change).
-_UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256", "train.resume")
+# the data), whether an interrupted run was resumed (its params must not change) and a
+# search's settings (a trial's place in it is its tags; its winner's runs group as seeds).
+_UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256", "train.resume", "search.")
 
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:

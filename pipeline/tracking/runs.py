@@ -270,7 +270,10 @@ def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     _log_model(paths.model, record["model"])
 
 
-def evaluation_files(paths: Paths) -> list[tuple[Path, str | None]]:
-    """The evaluate step's reports as (file, artifact directory)."""
+def evaluation_files(paths: Paths, tested: bool = True) -> list[tuple[Path, str | None]]:
+    """The evaluate step's reports as (file, artifact directory); without `tested` (a
+    search's trial, which reads no test set) only the metrics."""
+    if not tested:
+        return [(paths.metrics, None)]
     return [(paths.metrics, None), (paths.per_class, None), (paths.confusion, None),
             (paths.confusion_plot, "plots"), (paths.misclassified_plot, "plots")]  # fmt: skip
