@@ -11,9 +11,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline.config import compose, hydra_error, one_line, validate
+from pipeline.config import check_search_split, compose, hydra_error, one_line, validate
 from pipeline.errors import ConfigError
-from pipeline.schema import CONF_DIR
+from pipeline.schema import CONF_DIR, SEARCH_SWEEPER
 
 # Hydra flags that change what runs (help, config printing, another config): with these the
 # command line is left to Hydra as it is.
@@ -70,27 +70,48 @@ def sweep_values(parsed: list[Any], sweeper: str | None = BASIC_SWEEPER) -> list
     return jobs
 
 
-def _parsed(args: list[str]) -> tuple[list[Any], str | None]:
+def _parsed(args: list[str]) -> tuple[list[Any], str | None, DictConfig]:
     """The command line's overrides parsed, with a multirun config's own sweep
-    (`hydra.sweeper.params`, the study presets) for the keys the command line does not set
-    (as Hydra's sweeper does); and the sweeper's class (None without -m)."""
+    (`hydra.sweeper.params`, the study and search presets) for the keys the command line
+    does not set (as Hydra's sweeper does); the sweeper's class (None unless a multirun: -m,
+    or a preset's `hydra.mode`); and the config of the command line's plain values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
+    from hydra.types import RunMode
 
     parser = OverridesParser.create()
     sweeper = None
     try:
         parsed = parser.parse_overrides([a for a in args if not a.startswith("-")])
-        if "-m" in args or "--multirun" in args:
-            first = [o.input_line for o in parsed if not o.is_sweep_override()]
-            hydra = compose(first, hydra=True).hydra
+        first = [o.input_line for o in parsed if not o.is_sweep_override()]
+        composed = compose(first, hydra=True)
+        hydra = composed.hydra
+        if "-m" in args or "--multirun" in args or hydra.mode == RunMode.MULTIRUN:
             sweeper = hydra.sweeper.get("_target_", BASIC_SWEEPER)
             given = {o.get_key_element() for o in parsed}
             own = [f"{k}={v}" for k, v in (hydra.sweeper.params or {}).items() if k not in given]
             parsed += parser.parse_overrides(own)
     except HydraException as err:
         raise hydra_error(err) from None
-    return parsed, sweeper
+    return parsed, sweeper, composed
+
+
+def _search_jobs(parsed: list[Any], config: DictConfig) -> list[list[str]]:
+    """The jobs that check a search's space: every choice and every range's or interval's
+    ends, each beside the other keys' first values (one key at a time: the product of a
+    search space is far too many configs to compose)."""
+    from pipeline.search import space
+
+    distributions, fixed = space.build(parsed, config)
+    values = [
+        [space.override_text(key, v) for v in space.examples(dist)]
+        for key, dist in distributions.items()
+    ]
+    base = [options[0] for options in values]
+    jobs = [[*fixed, *base]]
+    for i, options in enumerate(values):
+        jobs += [[*fixed, *base[:i], v, *base[i + 1 :]] for v in options[1:]]
+    return jobs
 
 
 def check_overrides(args: list[str]) -> None:
@@ -108,14 +129,18 @@ def check_overrides(args: list[str]) -> None:
 
     if any(a.split("=")[0] in _HYDRA_FLAGS_WITH_OWN_HANDLING for a in args):
         return
-    parsed, sweeper = _parsed(args)
-    jobs = sweep_values(parsed, sweeper)
+    parsed, sweeper, config = _parsed(args)
+    searching = sweeper == SEARCH_SWEEPER
+    if searching:
+        jobs = _search_jobs(parsed, config)
+    else:
+        jobs = list(itertools.product(*sweep_values(parsed, sweeper)))
     parser = OverridesParser.create()
     # Jobs that differ only in plain values (not in config group choices: model=cnn,
     # +experiment=width) are composed once, their values then set on copies, as Hydra does.
     groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
     composed: dict[tuple[str, ...], DictConfig] = {}
-    for job in itertools.product(*jobs):
+    for job in jobs:
         structure, values = [], []
         for override in parser.parse_overrides(list(job)):
             key = override.key_or_group
@@ -132,4 +157,6 @@ def check_overrides(args: list[str]) -> None:
                 OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
         except OmegaConfBaseException as err:
             raise one_line(err) from None
+        if searching:  # first: said for a search, not as early stopping's need
+            check_search_split(cfg)
         validate(cfg)

@@ -5,7 +5,8 @@ directory, where every job (in this process or, with a parallel launcher, in ano
 and tags its own run as a child (`mlflow.parentRunId`). When the sweep ends, the parent gets
 the comparison of its children (table and plots from `pipeline.compare`) and a status that
 reflects them: FAILED if any job failed or left no run. A study preset's sweep
-(`+experiment=width`, conf/experiment/) also gets its study plot and table there.
+(`+experiment=width`, conf/experiment/) also gets its study plot and table there. A
+hyperparameter search (`+search=mlp`) is named and reported by pipeline.search.report.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.config import searching
 from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
 from pipeline.tracking.search import child_runs, create_run, end_run, log_artifacts_to
@@ -54,7 +56,10 @@ def _parallel_jobs(config: DictConfig, cores: int) -> int:
         # cores SLURM binds to it.
         return 1
     sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default=BASIC_SWEEPER)
-    jobs = _jobs(config.hydra.overrides.task, sweeper)
+    if searching(config):  # its trials, as many at once as the launcher runs
+        jobs = max(config.search.trials, config.search.final_seeds)
+    else:
+        jobs = _jobs(config.hydra.overrides.task, sweeper)
     if batch := OmegaConf.select(config, "hydra.sweeper.max_batch_size"):
         jobs = min(jobs, batch)  # the sweeper hands the launcher this many jobs at a time
     return min(workers, jobs) if workers else jobs
@@ -87,13 +92,18 @@ class MlflowSweep(Callback):
         _share_cores(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
+        name, tags = f"sweep {overrides}"[:250], {}
+        if searching(config):
+            from pipeline.search.report import parent_run
+
+            name, tags = parent_run(config)
         run_id = create_run(
             Path.cwd(),
             # Jobs may choose other datasets (data=mnist,fashion_mnist): the parent goes to
             # the experiment of the sweep's own config, each job's run to its own.
             OmegaConf.select(config, "tracking.experiment") or DEFAULT_EXPERIMENT,
-            run_name=f"sweep {overrides}"[:250],
-            tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides},
+            run_name=name,
+            tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides, **tags},
         )
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id})
         global open_parent
@@ -109,6 +119,11 @@ class MlflowSweep(Callback):
         if run_id is None:
             return
         children = child_runs(Path.cwd(), run_id)
+        if searching(config):
+            from pipeline.search.report import finish
+
+            self._end(config, run_id, *finish(config, run_id, children))
+            return
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
         evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
@@ -125,14 +140,22 @@ class MlflowSweep(Callback):
             log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"
-        end_run(Path.cwd(), run_id, status, {"jobs": jobs_tag})
+        # A parallel launcher keeps each job's output in its own log: say here which jobs
+        # failed and why.
+        lines = _failures(sweep_dir, list(config.hydra.overrides.task), children)
+        self._end(config, run_id, status, jobs_tag, lines)
+
+    def _end(
+        self, config: DictConfig, run_id: str, status: str, jobs: str, lines: tuple = ()
+    ) -> None:
+        """Close the parent run with `status`, its tag `jobs`, and say so (and `lines`)."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        end_run(Path.cwd(), run_id, status, {"jobs": jobs})
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
         global open_parent
         open_parent = None
-        print(f"MLflow sweep run {run_id} {status} ({jobs_tag})", file=sys.stderr)
-        # A parallel launcher keeps each job's output in its own log: say here which jobs
-        # failed and why.
-        for line in _failures(sweep_dir, list(config.hydra.overrides.task), children):
+        print(f"MLflow sweep run {run_id} {status} ({jobs})", file=sys.stderr)
+        for line in lines:
             print(line, file=sys.stderr)
         if status == "FAILED":
             sys.exit(1)  # the command's exit status: after everything above, as Hydra ends

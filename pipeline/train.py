@@ -54,7 +54,8 @@ def train(
         tags: More run tags (a sweep's job: its number and parent run).
 
     Returns:
-        The run's metrics, as reports/metrics.json holds them.
+        The run's metrics, as reports/metrics.json holds them; for a search's trial also its
+        objective value, how it ended and its epochs (pipeline.search.pruning.outcome).
     """
     from pipeline.evaluate import evaluate
     from pipeline.fit import fit, unlogged_error
@@ -65,12 +66,23 @@ def train(
     # download; fit and evaluate use what it found.
     store = connect(paths.root, cfg.tracking.experiment)
     ensure_data(cfg, paths)
-    result = fit(cfg, paths, entry_point="cli", tags=tags, store=store)
+    trial = None
+    if cfg.search.trial is not None:  # a search's trial: its epochs reported to the study
+        from pipeline.search.pruning import TrialReporter
+
+        trial = TrialReporter(cfg)
+    on_epoch = trial.on_epoch_end if trial else None
+    result = fit(cfg, paths, entry_point="cli", tags=tags, store=store, on_epoch=on_epoch)
     if result.unlogged is not None:
         # The store failed during training: the reports still go to the job directory.
         evaluate(cfg, paths, log=False)
         raise unlogged_error(result.unlogged, paths.of(cfg.data.name))
-    return evaluate(cfg, paths, store=store)
+    metrics = evaluate(cfg, paths, store=store)
+    if trial is None:
+        return metrics
+    from pipeline.search.pruning import outcome
+
+    return {**metrics, **outcome(trial, result.history)}
 
 
 # Written into a job's directory when the job starts; a directory that has one is another run's.
@@ -110,6 +122,15 @@ def _job(cfg: DictConfig) -> dict[str, float | str]:
         tags["sweep_job"] = str(hydra.job.num)
         if parent := parent_run_id(Path(hydra.sweep.dir)):
             tags["mlflow.parentRunId"] = parent
+    # A search's jobs: its trials (chosen on validation) and the winner's final runs.
+    if cfg.search.trial is not None or cfg.search.final:
+        from pipeline.search.study import study_name
+
+        tags["search.study"] = study_name(cfg)
+    if cfg.search.trial is not None:
+        tags["search.trial"] = str(cfg.search.trial)
+    if cfg.search.final:
+        tags["search.final"] = "true"
     return train(cfg, paths, tags)
 
 
@@ -131,10 +152,10 @@ def main() -> None:
         fail(err)
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
-    def job(cfg: DictConfig) -> float:
+    def job(cfg: DictConfig) -> dict[str, float | str] | float:
         sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
         try:
-            return _job(cfg)["test_accuracy"]
+            return _job(cfg)  # its metrics: what a search reads back (pipeline.search)
         except PipelineError as err:
             if not sweeping:
                 fail(err)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,27 @@ def end_run(root: Path, run_id: str, status: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status)
+
+
+def record_on_run(
+    root: Path,
+    run_id: str,
+    params: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Log params, metrics and tags into an existing run (a sweep's parent, its children)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(root)
+    now = int(time.time() * 1000)
+    retrying(
+        client.log_batch,
+        run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+        params=[Param(k, str(v)) for k, v in (params or {}).items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
+    )
 
 
 def search_runs(
