@@ -5,6 +5,7 @@
     python -m pipeline.compare --parent <sweep run id> --top 5 --out reports/compare
     python -m pipeline.compare --per-run                       # one row per run
     python -m pipeline.compare --detect 0.001                  # seeds to tell 0.1% apart
+    python -m pipeline.compare --search mlp-mnist              # a search's trials, ranked
 
 Reads the runs through MLflow's client, so it works against any tracking URI. Runs whose params
 are equal but for `seed` are replicates of one configuration: a row per configuration with n,
@@ -28,6 +29,7 @@ import pandas as pd
 
 from pipeline import plots, stats
 from pipeline.cli import fail
+from pipeline.errors import ConfigError
 from pipeline.io import write_text
 from pipeline.replicates import (
     CLEAN,
@@ -342,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         help="print the seeds per configuration that would detect an accuracy difference of "
         "DIFF (0.001 = 0.1%%) with 80%% power; writes nothing",
     )
+    parser.add_argument("--search", metavar="STUDY", help="a search's trials, ranked")
+    parser.add_argument("--storage", help="the search's Optuna storage (default: optuna.db)")
     args = parser.parse_args(argv)
     if args.top is not None and args.top < 1:
         parser.error(f"--top: invalid value {args.top}; must be a positive integer")
@@ -351,12 +355,17 @@ def main(argv: list[str] | None = None) -> None:
             "0 and 1 (0.001 is 0.1%)"
         )
     try:
+        if args.search:
+            from pipeline.search.ranking import show
+
+            show(args.search, args.storage)
+            return
         if args.detect is not None:
             runs = find_runs(args.experiment, args.filter, args.parent, args.top)
             print("\n".join(plan_seeds(group_rows(rows_of(runs)), args.detect)))
             return
         compare(args.experiment, args.filter, args.parent, args.top, args.out, args.per_run)
-    except NoRunsError as err:
+    except (NoRunsError, ConfigError) as err:
         fail(err)
 
 

@@ -38,6 +38,16 @@ def child_runs(root: Path, parent_id: str) -> list[Any]:
     return retrying(client.search_runs, experiments, filter_string=children, max_results=10000)
 
 
+def runs_tagged(root: Path, tags: dict[str, str]) -> list[Any]:
+    """The runs holding all of `tags`, in any experiment, the newest first."""
+    client = _client(root)
+    experiments = [e.experiment_id for e in retrying(client.search_experiments)]
+    clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    return retrying(
+        client.search_runs, experiments, filter_string=clauses, order_by=["start_time DESC"]
+    )
+
+
 def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:
     client = _client(root)
     for path in paths:
