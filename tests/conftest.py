@@ -31,6 +31,34 @@ BIN = Path(sys.executable).parent
 OFFLINE = ["data.sources=[]", "data.retries=1", "data.timeout=10"]
 
 
+# The modules that take longest, first: pytest-xdist (pyproject.toml's addopts) hands each
+# worker a whole module at a time in collection order, so the workers then finish together.
+LONGEST_FIRST = (
+    "test_slurm",
+    "test_faults",
+    "test_dvc",
+    "test_search",
+    "test_benchmarks",
+    "test_model_use",
+    "test_concurrency",
+    "test_activations",
+    "test_launchers",
+    "test_compare",
+    "test_store_failures",
+    "test_tracking_server",
+    "test_overfitting",
+    "test_datasets",
+    "test_cli",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the modules by LONGEST_FIRST (the others after them, as collected); each module's
+    tests keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__, len(rank)))
+
+
 # Read before the session's fixtures clear the variables for the tests.
 _MIRRORS = {v: os.environ.get(v, "") for v in ("MNIST_MIRROR", "FASHION_MNIST_MIRROR")}
 

@@ -187,6 +187,8 @@ def test_offline_with_no_mirror_the_suite_stops_in_one_line(tmp_path: Path) -> N
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            "0",  # one test: no workers
             "tests/test_offline_probe.py",
         ],
         cwd=project,
