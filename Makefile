@@ -3,8 +3,13 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-# Installed once per change of the dependency files; the stamp file records that.
-INSTALLED := $(VENV)/.installed
+# GPU=1 adds the `gpu` extra (TensorFlow's CUDA libraries): `make run GPU=1`.
+GPU ?=
+comma := ,
+EXTRAS := dev$(if $(filter 1,$(GPU)),$(comma)gpu)
+# Installed once per change of the dependency files; the stamp file records that, one per set
+# of extras, so that switching GPU=1 on installs the CUDA libraries.
+INSTALLED := $(VENV)/.installed$(if $(filter 1,$(GPU)),-gpu)
 # DVC stages run `python -m pipeline.<stage>`: put the venv's python first on PATH.
 export PATH := $(BIN):$(PATH)
 
@@ -13,7 +18,7 @@ export PATH := $(BIN):$(PATH)
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[$(EXTRAS)]"
 	touch $@
 
 run: $(INSTALLED)  ## create .venv, install, run the whole DVC pipeline

@@ -142,8 +142,11 @@ def machine() -> dict[str, str]:
     from importlib.metadata import version
 
     dvc = version("dvc")
+    # Where TensorFlow trains here (each run's `devices` tag says the same for its own run).
+    gpus = [d.name.removeprefix("/device:") for d in tf.config.list_logical_devices("GPU")]
     return {
         "machine": f"{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB, {platform.system()}",
+        "device": ",".join(gpus) or "CPU:0 (TensorFlow sees no GPU)",
         "versions": (
             f"Python {platform.python_version()}, TensorFlow {tf.__version__}, "
             f"Keras {keras.__version__}, NumPy {numpy.__version__}, MLflow {mlflow.__version__}, "

@@ -127,6 +127,7 @@ def header(m: dict) -> list[str]:
         f"Measured by `python benchmarks/bench.py` ({m['mode']}) on {m['date']}.",
         "",
         f"- Machine: {m['machine']}",
+        *([f"- Trained on: {m['device']}"] if "device" in m else []),  # older files lack it
         f"- Versions: {m['versions']}",
         f"- Training: {m['samples']:,} images, {m['epochs']} epoch(s), batch {m['batch']}; each "
         f"side ran {m['repeats']} time(s), alternately, each time in a new process; the "

@@ -80,7 +80,7 @@ def find_runs(
     parent: str | None = None,
     top: int | None = None,
 ) -> list[Any]:
-    """Evaluated runs (those with a test accuracy), best first on the ranking metric
+    """Finished, evaluated runs (those with a test accuracy), best first on the ranking metric
     (`ranking_metric`: validation accuracy when every run has one, else test accuracy).
 
     Args:
@@ -89,7 +89,10 @@ def find_runs(
         parent: Only the child runs of this sweep's parent run.
         top: Keep this many runs at most.
     """
-    clauses = [c for c in (filter_string, "metrics.test_accuracy > -1") if c]
+    # Finished runs only: a run FAILED, KILLED or still RUNNING (its process may have vanished,
+    # `python -m pipeline.tracking reap`) is no result.
+    finished = "attributes.status = 'FINISHED'"
+    clauses = [c for c in (filter_string, "metrics.test_accuracy > -1", finished) if c]
     if parent:
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
     root = Path.cwd()

@@ -7,8 +7,11 @@ and pipeline.models (tests/test_house.py): here the model is only called and sav
 
 from __future__ import annotations
 
+import os
 import resource
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +68,37 @@ def log_inputs(
     manifest = read_manifest(paths.raw)
     source = manifest["source"] if manifest else str(paths.prepared)
     log_datasets(source, splits)
+    # Where it trains: the devices holding (a replica of) the model's weights.
+    weights = model.trainable_weights[0].value
+    devices = [v.device for v in getattr(weights, "values", [weights])]
+    set_tags({"devices": ",".join(d.rsplit("device:", 1)[-1] for d in devices)})
     if cfg.train.distribute is Distribute.mirrored:
         log_params({"distribute.replicas": replicas, "distribute.global_batch_size": batch_size})
-        # Where the replicas ran: the devices holding a copy of the model's weights.
-        devices = [v.device for v in model.trainable_weights[0].value.values]
         set_tags({"distribute.devices": ",".join(devices)})
+    if (asked := gpus_asked(os.environ)) and not any("GPU" in d for d in devices):
+        line = (
+            f"SLURM gave this job GPUs ({asked}) but TensorFlow sees none: training on the "
+            'CPU (install the gpu extra: pip install -e ".[gpu]")'
+        )
+        print(f"warning: {line}", file=sys.stderr)
+        set_tags({"device_warning": line})
     return {"source": source, "splits": splits}
+
+
+# What SLURM sets in a job given GPUs (--gpus-per-node and the like): counts, or lists of
+# GPU indices or types.
+_SLURM_GPUS = ("SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_PER_NODE",
+               "SLURM_GPUS", "SLURM_GPUS_PER_TASK")  # fmt: skip
+
+
+def gpus_asked(environ: Mapping[str, str]) -> str | None:
+    """The SLURM variable that gave this job GPUs, as `NAME=value`, or None: a job given none
+    (unset, empty, or 0) trains where TensorFlow puts it without a word."""
+    for name in _SLURM_GPUS:
+        value = environ.get(name, "").strip()
+        if value and value.rsplit(":", 1)[-1] != "0":
+            return f"{name}={value}"
+    return None
 
 
 def dataset_splits(cfg: DictConfig, data: TrainingData) -> list[DatasetSplit]:

@@ -25,12 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.config import searching
 from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
+from pipeline.tracking.liveness import Heartbeat
 from pipeline.tracking.search import child_runs, create_run, end_run, log_artifacts_to
-from pipeline.tracking.store import DEFAULT_EXPERIMENT
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, tracking_uri
 
 PARENT_FILE = "mlflow_parent.json"
 # The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
 open_parent: str | None = None
+# Its heartbeat, while the sweep runs (`python -m pipeline.tracking reap`).
+_parent_beat: Heartbeat | None = None
 
 
 def _jobs(overrides: list[str], sweeper: str = BASIC_SWEEPER) -> int:
@@ -106,8 +109,9 @@ class MlflowSweep(Callback):
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides, **tags},
         )
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id})
-        global open_parent
+        global open_parent, _parent_beat
         open_parent = run_id
+        _parent_beat = Heartbeat(tracking_uri(Path.cwd()), run_id)
         atexit.register(_close_aborted)
         print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
@@ -126,7 +130,9 @@ class MlflowSweep(Callback):
             return
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
-        evaluated = [c for c in children if "test_accuracy" in c.data.metrics]
+        evaluated = [
+            c for c in children if c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics
+        ]
         if evaluated:
             # Jobs that differ only in their seed are replicates of one configuration.
             groups = compare.group_rows(compare.rows_of(evaluated))
@@ -150,6 +156,7 @@ class MlflowSweep(Callback):
     ) -> None:
         """Close the parent run with `status`, its tag `jobs`, and say so (and `lines`)."""
         sweep_dir = Path(config.hydra.sweep.dir)
+        _stop_beat()
         end_run(Path.cwd(), run_id, status, {"jobs": jobs})
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
         global open_parent
@@ -183,8 +190,16 @@ def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:
     return lines
 
 
+def _stop_beat() -> None:
+    global _parent_beat
+    if _parent_beat is not None:
+        _parent_beat.stop()
+        _parent_beat = None
+
+
 def _close_open_parent(status: str, reason: str) -> None:
     global open_parent
+    _stop_beat()
     if open_parent is not None:
         end_run(Path.cwd(), open_parent, status, {"error": reason})
         open_parent = None

@@ -59,12 +59,14 @@ def train(
     """
     from pipeline.evaluate import evaluate
     from pipeline.fit import fit, unlogged_error
+    from pipeline.tracking.liveness import reap_here
     from pipeline.tracking.store import connect
 
     cfg = validate(cfg)
     # The store first, once: one that cannot record fails here, in seconds, before any
     # download; fit and evaluate use what it found.
     store = connect(paths.root, cfg.tracking.experiment)
+    reap_here(store)  # this host's runs whose process vanished: FAILED, not RUNNING forever
     ensure_data(cfg, paths)
     trial = None
     if cfg.search.trial is not None:  # a search's trial: its epochs reported to the study

@@ -71,6 +71,7 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
         assert 0.5 < float(accuracy) <= 1  # 2,000 images, one epoch: well above chance
     assert rows["seed"][6:] == ["1.00x", "1.00", "1.00"]  # the ratios are against the seed
     assert "GFLOP/s at the seed's shapes" in table and "cores" in table
+    assert "- Trained on: CPU:0 (TensorFlow sees no GPU)" in table  # this machine has none
     assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
     assert any(name.startswith("sweep of 7 jobs") for name in rows)  # --tiny: one sweep
     # Each job after the first, beyond its fit and scoring: measured from the jobs' starts.

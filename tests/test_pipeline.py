@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from pipeline.models.scoring import probabilities
 from pipeline.paths import Paths
 from pipeline.predictions import accuracy_and_loss
 from pipeline.tracking import store
+from pipeline.tracking.liveness import process_start
 from pipeline.tracking.params import dvc_dir_md5
 from pipeline.tracking.runs import active_run
 from pipeline.tracking.store import connect, retrying, store_root, tracking_uri
@@ -166,6 +168,10 @@ def test_mlflow_run_holds_what_the_files_hold(trained) -> None:
     assert tags["entry_point"] == "api"
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"
     assert tags["dvc_data_md5"] == dvc_dir_md5(paths.prepared)
+    # Where it ran (this process, this machine's CPU) and its last beat.
+    assert (tags["host"], tags["pid"]) == (socket.gethostname(), str(os.getpid()))
+    assert tags["process_start"] == process_start(os.getpid()) and tags["heartbeat"]
+    assert tags["devices"] == "CPU:0" and "device_warning" not in tags
     for name in ("train_accuracy", "train_loss", "test_accuracy", "test_loss",
                  "train_running_accuracy", "generalization_gap", "loss_gap"):  # fmt: skip
         history = client.get_metric_history(run.info.run_id, f"epoch/{name}")

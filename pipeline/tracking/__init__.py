@@ -9,6 +9,7 @@ own store.
 
 `store` (the URI, the check before work, retries), `params` (a run's name, params and tags),
 `runs` (the active run and its records), `models` (the logged model, the registry), `search`
-(runs read back), `offline` (`python -m pipeline.tracking log <job dir>`). Callers import
-what they use from those modules.
+(runs read back), `offline` (`python -m pipeline.tracking log <job dir>`), `liveness` (where a
+run runs, its heartbeat, `python -m pipeline.tracking reap`). Callers import what they use
+from those modules.
 """

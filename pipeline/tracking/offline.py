@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.errors import TrackingError
 from pipeline.paths import Paths
+from pipeline.tracking.liveness import STALE_MINUTES, reap_command
 from pipeline.tracking.runs import (
     _recording,
     _run_exists,
@@ -22,7 +23,7 @@ from pipeline.tracking.runs import (
     log_params,
     per_class_key,
 )
-from pipeline.tracking.store import _experiment_id, retrying
+from pipeline.tracking.store import _experiment_id, retrying, tracking_uri
 
 
 def _evaluation_metrics(paths: Paths) -> dict[str, float]:
@@ -87,7 +88,8 @@ def log_job(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pipeline.tracking log <job dir> ...`: log finished jobs into MLflow."""
+    """`python -m pipeline.tracking log <job dir> ...`: log finished jobs into MLflow;
+    `python -m pipeline.tracking reap`: end the runs whose process vanished."""
     import argparse
     import sys
 
@@ -95,7 +97,13 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     log = commands.add_parser("log", help="log finished jobs whose store failed during the run")
     log.add_argument("job_dirs", nargs="+", type=Path, help="a run's job directory")
+    reap = commands.add_parser("reap", help="end as FAILED the RUNNING runs whose process is gone")
+    reap.add_argument("--stale", default=str(STALE_MINUTES), metavar="MINUTES",
+                      help="a run elsewhere is gone after this long without a heartbeat "
+                      "(default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.command == "reap":
+        _reap(args.stale)
     failed = 0
     for job_dir in args.job_dirs:
         try:
@@ -104,3 +112,23 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {err}", file=sys.stderr)
             failed += 1
     sys.exit(1 if failed else 0)
+
+
+def _reap(stale: str) -> None:
+    """The reap command: every experiment of the store (`tracking_uri`)."""
+    import math
+    import sys
+
+    try:
+        minutes = float(stale)
+    except ValueError:
+        minutes = math.nan
+    if not (math.isfinite(minutes) and minutes > 0):
+        print(f"error: --stale {stale!r}: must be a number of minutes above 0", file=sys.stderr)
+        sys.exit(2)
+    try:
+        reap_command(tracking_uri(Path.cwd()), minutes)
+    except TrackingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)

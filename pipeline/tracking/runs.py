@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import TrackingError
 from pipeline.paths import Paths
+from pipeline.tracking.liveness import Heartbeat
 from pipeline.tracking.models import _log_model
 from pipeline.tracking.store import (
     Store,
@@ -80,7 +81,12 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
     run = start(mlflow.start_run, experiment_id=store.experiment_id, **start_run_args)
     _background.clear()  # a batch of an earlier run of this process is that run's
     try:
-        yield run
+        # Where it runs and a beat while it does: `reap` ends it if its process vanishes.
+        beat = _recording(Heartbeat)(store.uri, run.info.run_id)
+        try:
+            yield run
+        finally:
+            beat.stop()
         _settle_background()
     except TrackingError:
         # The store failed: say nothing more to it than one quick attempt to close the run.

@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
+    _experiment_id,
     configure_client,
     experiment_id,
     retrying,
@@ -24,7 +25,8 @@ def _client(root: Path) -> Any:
 
 def create_run(root: Path, experiment: str, run_name: str, tags: dict[str, str]) -> str:
     """A new run in `experiment`, left open (a sweep's parent); its id."""
-    exp_id = experiment_id(root, experiment)  # first: it creates the store safely
+    # First: it creates the store safely, and refuses a user who may not add runs there.
+    exp_id = _experiment_id(tracking_uri(root), experiment, writing=True)
     run = retrying(_client(root).create_run, exp_id, run_name=run_name, tags=tags)
     return run.info.run_id
 

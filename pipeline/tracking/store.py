@@ -126,9 +126,59 @@ def _failure(uri: str, err: BaseException, when: str = "cannot use") -> Tracking
         reason = "nothing answers there (connection refused)"
     elif "timed out" in text.lower() or "Timeout" in text:
         reason = "no answer within the time allowed (MLFLOW_HTTP_REQUEST_TIMEOUT)"
+    elif "error code 401" in text:
+        reason = _unauthenticated()
+    elif "error code 403" in text:
+        reason = f"it refused {_user()} (HTTP 403, permission denied)"
     elif "404" in text or "ENDPOINT_NOT_FOUND" in text or "JSONDecodeError" in text:
         reason = f"it does not answer as an MLflow tracking server ({reason[:160]})"
     return TrackingError(f"MLflow: {when} the tracking store {uri}: {reason[:300]}")
+
+
+_CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
+def _user() -> str:
+    name = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return f"user {name!r}" if name else "anonymous requests"
+
+
+def _unauthenticated() -> str:
+    """What to do about a server that asks who is calling (HTTP 401)."""
+    if not os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return f"it lets only its users in (HTTP 401): set {_CREDENTIALS} to your user there"
+    return (
+        f"it refused {_user()} (HTTP 401: a wrong password, or no such user): check {_CREDENTIALS}"
+    )
+
+
+def _check_may_write(uri: str, name: str, experiment_id: str) -> None:
+    """On a server that lets only its users in (`mlflow server --app-name basic-auth`), refuse
+    a user who may not add runs to the experiment (READ only), before any work.
+
+    Raises:
+        TrackingError: the user may not write there (one line: who, where, what to ask for).
+    """
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if not user or uri.startswith("sqlite:///"):
+        return  # no user to ask about: the server has no users, or refused already
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    response = http_request(
+        get_default_host_creds(uri), "/api/3.0/mlflow/users/permissions/get", "GET",
+        params={"username": user, "resource_type": "experiment", "resource_id": experiment_id},
+        max_retries=0, timeout=5,
+    )  # fmt: skip
+    if response.status_code != 200:
+        return  # a server without users (404): the writes themselves will tell
+    permission = response.json().get("permission", "?")
+    if permission not in ("EDIT", "MANAGE"):
+        raise TrackingError(
+            f"MLflow: user {user!r} may not add runs to experiment {name!r} on the tracking "
+            f"store {uri} (its permission there: {permission}; runs need EDIT): ask an admin "
+            f"of the server for EDIT, or set {_CREDENTIALS} to a user who has it"
+        )
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
@@ -156,7 +206,7 @@ def connect(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> Store:
         TrackingError: the store cannot be used (its URI and the cause).
     """
     uri = tracking_uri(root)
-    return Store(uri, experiment, _experiment_id(uri, experiment))
+    return Store(uri, experiment, _experiment_id(uri, experiment, writing=True))
 
 
 def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
@@ -171,7 +221,9 @@ def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
     return _experiment_id(tracking_uri(root), name)
 
 
-def _experiment_id(uri: str, name: str) -> str:
+def _experiment_id(uri: str, name: str, writing: bool = False) -> str:
+    """Experiment `name`'s id in the store at `uri`; with `writing`, also checked that this
+    user may add runs to it."""
     configure_client()  # before MLflow's first request
     import mlflow
 
@@ -187,7 +239,10 @@ def _experiment_id(uri: str, name: str) -> str:
     try:
         if not uri.startswith("sqlite:///"):
             with _quick_answers():
-                return retrying(get_or_create)
+                found = retrying(get_or_create)
+                if writing:
+                    _check_may_write(uri, name, found)
+                return found
         # MLflow creates a new SQLite store's tables with migrations that two processes must
         # not run at once (they leave it broken): the first to come creates it, the others
         # wait.
@@ -200,6 +255,8 @@ def _experiment_id(uri: str, name: str) -> str:
                 return retrying(get_or_create)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+    except TrackingError:
+        raise
     except Exception as err:  # whatever the store's driver raised: said in one line
         raise _failure(uri, err) from None
 
