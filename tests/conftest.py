@@ -41,6 +41,7 @@ LONGEST_FIRST = (
     "test_benchmarks",
     "test_model_use",
     "test_concurrency",
+    "test_auth_server",
     "test_activations",
     "test_launchers",
     "test_compare",
@@ -49,6 +50,8 @@ LONGEST_FIRST = (
     "test_overfitting",
     "test_datasets",
     "test_cli",
+    "test_gpu",
+    "test_reap",
 )
 
 
