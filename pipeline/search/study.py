@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,24 @@ def task_config(config: DictConfig) -> DictConfig:
     """
     cfg = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
     check_search_split(cfg)
+    check_storage(cfg)
     return cfg
+
+
+def check_storage(cfg: DictConfig) -> None:
+    """`search.storage` holds no password: the URL is recorded with the runs (the parent's
+    tags, each run's config.yaml), so a server's password goes in PGPASSWORD or ~/.pgpass.
+
+    Raises:
+        ConfigError: a password in the URL (said with `***` in its place).
+    """
+    url = urllib.parse.urlsplit(cfg.search.storage or "")
+    if url.password:
+        hidden = url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@"))
+        raise ConfigError(
+            f"search.storage: invalid value {hidden.geturl()!r}; must be a URL without a "
+            "password (give it in PGPASSWORD or ~/.pgpass)"
+        )
 
 
 def storage_url(cfg: DictConfig, root: Path | None = None) -> str:
