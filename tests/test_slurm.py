@@ -81,13 +81,20 @@ def sweep(stderr: str, url: str) -> tuple:
 
 
 def sacct(*job_ids: str) -> dict[str, str]:
-    """The state SLURM's accounting holds for each job (array tasks as `<array>_<task>`)."""
-    out = subprocess.run(
-        ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
-         *(f"--jobs={j}" for j in job_ids)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return dict(line.split("|") for line in out.splitlines())
+    """The state SLURM's accounting holds for each job (array tasks as `<array>_<task>`),
+    once each has ended: a job's result is written a moment before its process ends."""
+    command = ["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State"]
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run(
+            [*command, *(f"--jobs={j}" for j in job_ids)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        states = dict(line.split("|") for line in out.splitlines())
+        running = {"PENDING", "RUNNING", "COMPLETING"} & set(states.values())
+        if not running or time.monotonic() > deadline:
+            return states
+        time.sleep(1)
 
 
 def submitit_jobs(root: Path, parent: object) -> list[Path]:
