@@ -159,4 +159,7 @@ def check_overrides(args: list[str]) -> None:
             raise one_line(err) from None
         if searching:  # first: said for a search, not as early stopping's need
             check_search_split(cfg)
+            from pipeline.search.study import check_storage
+
+            check_storage(cfg)
         validate(cfg)

@@ -17,9 +17,17 @@ import time
 import traceback
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pipeline.cli import fail, handle_signals, interrupted, is_write_error, write_failed
+from pipeline import slurm
+from pipeline.cli import (
+    Terminated,
+    fail,
+    handle_signals,
+    interrupted,
+    is_write_error,
+    write_failed,
+)
 from pipeline.config import CONF_DIR, register_schemas, validate
 from pipeline.data.prepared import is_prepared
 from pipeline.errors import ConfigError, PipelineError
@@ -156,8 +164,15 @@ def main() -> None:
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def job(cfg: DictConfig) -> dict[str, float | str] | float:
         sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+        delay = OmegaConf.select(HydraConfig.get(), "launcher.signal_delay_s")
+        in_slurm = slurm.stop_on_signals(delay)  # a SLURM job: scancel, the time limit
         try:
             return _job(cfg)  # its metrics: what a search reads back (pipeline.search)
+        except Terminated as err:
+            if not (sweeping and in_slurm):
+                raise
+            # SLURM stopped this job only: its run is KILLED, the sweep goes on.
+            print(f"error: job {HydraConfig.get().job.num}: {err}", file=sys.stderr)
         except PipelineError as err:
             if not sweeping:
                 fail(err)

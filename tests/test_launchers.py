@@ -1,12 +1,12 @@
 """Sweeps on Hydra's other launchers: jobs in parallel processes on this machine (joblib,
-submitit_local), and on a SLURM cluster with the shipped `conf/hydra/launcher/slurm.yaml`."""
+submitit_local), and the shipped `conf/hydra/launcher/slurm.yaml` composed (its sweeps on a
+real cluster: tests/test_slurm.py)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -209,52 +209,3 @@ def test_shipped_slurm_config_composes_with_its_keys(tmp_path: Path) -> None:
     assert launcher["partition"] == "gpu" and launcher["timeout_min"] == 30
     assert (launcher["gpus_per_node"], launcher["cpus_per_task"], launcher["mem_gb"]) == (1, 4, 16)
     assert launcher["array_parallelism"] == 16
-
-
-@pytest.mark.slow
-def test_slurm_sweep_submits_one_job_array_and_fails_the_parent_when_submission_fails(
-    tmp_path: Path,
-) -> None:
-    # Stand-ins for the cluster's commands: sbatch keeps the script it was given and refuses
-    # it, as sbatch does when the cluster rejects a job.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = tmp_path / "submitted.sh"
-    for name, body in {
-        "srun": "exit 1",
-        "sbatch": f'cp "$1" {script}\necho "sbatch: error: invalid partition" >&2\nexit 1',
-    }.items():
-        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
-        (bin_dir / name).chmod(stat.S_IRWXU)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = python(
-        tmp_path,
-        "-m",
-        "pipeline.train",
-        "-m",
-        "hydra/launcher=slurm",
-        "hydra.launcher.partition=gpu",
-        "hydra.launcher.timeout_min=30",
-        "hydra.launcher.array_parallelism=4",
-        *SWEEP,
-        *SMALL,
-        env={"MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
-        check=False,
-    )
-
-    assert result.returncode == 1
-    assert "sbatch: error: invalid partition" in result.stderr
-    directives = {line for line in script.read_text().splitlines() if line.startswith("#SBATCH")}
-    for directive in (
-        "--partition=gpu",
-        "--gpus-per-node=1",
-        "--cpus-per-task=4",
-        "--mem=16GB",
-        "--time=30",
-        "--array=0-5%4",
-    ):
-        assert f"#SBATCH {directive}" in directives
-    # The sweep never got its jobs back: its parent run is FAILED, not left RUNNING.
-    parent, children = sweep_runs(uri)
-    assert parent.info.status == "FAILED" and children == []
-    assert parent.data.tags["error"] == "sweep aborted before all its jobs returned"

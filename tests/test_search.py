@@ -288,11 +288,18 @@ def test_two_processes_share_one_study_without_repeating_or_losing_a_trial(
 # No training: refused by the pre-check, in well under a second each.
 @pytest.mark.parametrize(
     "args",
-    [["search.objective=test_accuracy"], ["search.objective=train_accuracy"], ["val_split=0"]],
+    [
+        ["search.objective=test_accuracy"],
+        ["search.objective=train_accuracy"],
+        ["val_split=0"],
+        # A password in the URL would be recorded with the runs (and said in the error).
+        ["search.storage='postgresql+psycopg://mlflow:s3cret@127.0.0.1:5432/optuna'"],
+    ],
 )
 def test_a_refused_search_leaves_nothing_behind(tmp_path: Path, args: list[str]) -> None:
     result = _search(tmp_path, tmp_path, *args, check=False)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "s3cret" not in result.stderr
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "multirun").exists()

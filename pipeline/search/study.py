@@ -9,6 +9,8 @@ inside a transaction of the storage, so no number is repeated or skipped.
 from __future__ import annotations
 
 import fcntl
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,8 @@ from pipeline.tracking.store import store_root
 STORE_FILE = "optuna.db"
 # How long a SQLite writer waits for another process's lock before it fails.
 SQLITE_TIMEOUT = 60
+# How often opening a new server database is tried while another process creates its tables.
+CREATE_ATTEMPTS = 3
 
 
 def task_config(config: DictConfig) -> DictConfig:
@@ -33,7 +37,24 @@ def task_config(config: DictConfig) -> DictConfig:
     """
     cfg = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
     check_search_split(cfg)
+    check_storage(cfg)
     return cfg
+
+
+def check_storage(cfg: DictConfig) -> None:
+    """`search.storage` holds no password: the URL is recorded with the runs (the parent's
+    tags, each run's config.yaml), so a server's password goes in PGPASSWORD or ~/.pgpass.
+
+    Raises:
+        ConfigError: a password in the URL (said with `***` in its place).
+    """
+    url = urllib.parse.urlsplit(cfg.search.storage or "")
+    if url.password:
+        hidden = url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@"))
+        raise ConfigError(
+            f"search.storage: invalid value {hidden.geturl()!r}; must be a URL without a "
+            "password (give it in PGPASSWORD or ~/.pgpass)"
+        )
 
 
 def storage_url(cfg: DictConfig, root: Path | None = None) -> str:
@@ -71,11 +92,21 @@ def _created_once(url: str) -> Iterator[None]:
 
 def _storage(url: str) -> Any:
     """The Optuna storage at `url`; SQLite's with a busy timeout, so that processes sharing
-    the file wait for each other's writes instead of failing."""
+    the file wait for each other's writes instead of failing.
+
+    Two processes that open a new server database (PostgreSQL) at once both create Optuna's
+    tables, and one fails on the other's; by the next attempt they are there."""
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(1)
 
 
 def pruner(cfg: DictConfig) -> Any:
