@@ -134,15 +134,17 @@ def summary_lines(configs: list[dict[str, Any]], m: dict[str, Any]) -> list[str]
     t, v = m["by_test"], m["by_val"]
     welch_t, welch_v = m["welch"]
     n_a, n_b = m["images"]
+    same = "the same configuration"
     return [
         f"- Chosen on test half A, as a user with val_split=0 would: {configs[t]['config']}. "
         f"It scores {_pct(m['a'][t])} on half A, the score such a user reports, and "
         f"{_pct(m['b'][t])} on half B, which played no part in choosing it: an optimism of "
         f"{_pct(welch_t.diff, True)} ({_interval(welch_t)}; Welch's t-test over its "
         f"{n_a:,} + {n_b:,} images, each 1 if right, 0 if wrong).",
-        f"- Chosen on validation: {configs[v]['config']} (validation {_pct(m['val'][v])}). "
-        f"Half A {_pct(m['a'][v])}, half B {_pct(m['b'][v])}: a difference of "
-        f"{_pct(welch_v.diff, True)} ({_interval(welch_v)}), where no choice made it lean.",
+        f"- Chosen on validation: {same if t == v else configs[v]['config']} (validation "
+        f"{_pct(m['val'][v])}). Half A {_pct(m['a'][v])}, half B {_pct(m['b'][v])}: a "
+        f"difference of {_pct(welch_v.diff, True)} ({_interval(welch_v)}); validation chose "
+        "it, so this much the halves differ by chance alone.",
         f"- On half B, which neither pick saw: chosen on test {_pct(m['b'][t])}, chosen on "
         f"validation {_pct(m['b'][v])}.",
         f"- The selection repeated over {len(m['repeated']):,} random splits of the test set "

@@ -285,7 +285,7 @@ def test_the_selection_study_picks_on_test_and_on_validation_and_scores_both_on_
     make_project, tmp_path
 ) -> None:
     import mlflow
-    from conftest import OFFLINE, python
+    from conftest import OFFLINE, ROOT, python
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
@@ -333,7 +333,16 @@ def test_the_selection_study_picks_on_test_and_on_validation_and_scores_both_on_
     text = Path(client.download_artifacts(parent.info.run_id, "compare/selection.md", tmp_path))
     report = text.read_text()
     assert f"- Chosen on test half A, as a user with val_split=0 would: {by_test}." in report
-    assert f"- Chosen on validation: {by_val} (validation " in report
+    same = "the same configuration" if by_val == by_test else by_val
+    assert f"- Chosen on validation: {same} (validation " in report
     assert f"an optimism of {optimism * 100:+.2f}% (95% interval " in report
     assert "Welch's t-test over its 250 + 250 images" in report
     assert "- The selection repeated over 1,000 random splits" in result.stdout
+    # benchmarks/studies.py copies the parent's report into the docs.
+    out = tmp_path / "docs"
+    script = str(ROOT / "benchmarks" / "studies.py")
+    python(paths.root, script, "--report-only", "--only", "selection", "--out", str(out), env=env)
+    summary = (out / "summary.md").read_text()
+    assert "`python -m pipeline.train -m +experiment=selection`: 4 runs in" in summary
+    assert report.split("\n", 1)[1] in summary
+    assert (out / "selection.csv").read_text().startswith("config,n,val_accuracy,test_a_accuracy")
