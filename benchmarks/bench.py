@@ -11,7 +11,9 @@ download stage really downloads):
    (benchmarks/seed.py), `python -m pipeline.train` (Hydra, train, evaluate, one MLflow
    run) and the DVC train stage (`python -m pipeline.fit`);
 2. a sweep of several jobs in one `python -m pipeline.train -m` invocation;
-3. the arithmetic floor: the seed model's training FLOPs over the rate NumPy's float32
+3. a hyperparameter search of 10 small trials in one process (`+search=mlp`, no final
+   runs): what each trial costs beyond its training;
+4. the arithmetic floor: the seed model's training FLOPs over the rate NumPy's float32
    matrix product reaches on this machine at the seed's shapes.
 
 It writes the measurements, with the machine, versions and date, to docs/benchmarks.json
@@ -21,6 +23,7 @@ and prints it; `--render-only` renders again without measuring. Every number is 
     make bench                                   # MNIST_MIRROR=... python benchmarks/bench.py
     python benchmarks/bench.py --tiny --out /tmp/bench   # a quick check that it works
     python benchmarks/bench.py --render-only             # docs/benchmarks.md from the JSON
+    python benchmarks/bench.py --search-only   # the search alone, into the JSON's `search`
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ GIT_ENV = {
 }
 # A long sweep's memory: its jobs beyond the first few must not grow the process.
 LONG_SWEEP, SETTLED = 40, 5
+# A search's trials (small: the cost around each one is measured, not its training).
+SEARCH_TRIALS, SEARCH_TINY_TRIALS = 10, 3
 
 
 @dataclass
@@ -165,6 +170,24 @@ def sweeps(b: Bench) -> tuple[dict, list[float]]:
     return sweep, sweep_peaks(b.uri, long_dir)
 
 
+def search_trials(b: Bench) -> dict:
+    """A search of small trials in one process, with the preset's pruner and sampler and no
+    final runs: each trial's cost beyond its `fit`, from its start to the next one's."""
+    trials = SEARCH_TINY_TRIALS if b.tiny else SEARCH_TRIALS
+    print(f"a search of {trials} trials in one process ...", flush=True)
+    sweep_dir = b.work / "search"
+    p = b.run(
+        *b.python, "-m", "pipeline.train", "+search=mlp", f"search.trials={trials}",
+        "search.final_seeds=0", f"search.storage=sqlite:///{b.work / 'optuna.db'}",
+        f"hydra.sweep.dir={sweep_dir}", *SMALL,
+    )  # fmt: skip
+    return {
+        "trials": trials,
+        "seconds": p.seconds,
+        "overheads": job_overheads(sweep_dir, ("fit_seconds",)),
+    }
+
+
 def summary(runs: list[dict], samples: int, epochs: int) -> dict:
     """One side's medians over its rounds (peak memory: the largest)."""
     fit = statistics.median(r["fit_seconds"] for r in runs)
@@ -180,7 +203,7 @@ def summary(runs: list[dict], samples: int, epochs: int) -> dict:
     }
 
 
-def measurements(b: Bench, rate: float, sweep: dict, long_sweep: list[float]) -> dict:
+def measurements(b: Bench, rate: float, sweep: dict, long_sweep: list[float], search: dict) -> dict:
     """Everything benchmarks.md is rendered from."""
     samples, epochs = (2000, 1) if b.tiny else (60000, 5)
     flops = training_flops(samples, epochs)
@@ -204,13 +227,15 @@ def measurements(b: Bench, rate: float, sweep: dict, long_sweep: list[float]) ->
         "sweep": sweep,
         "long_sweep": long_sweep,
         "settled": SETTLED,
+        "search": search,
         "source": b.source,
         "verdicts": not b.tiny,
     }
 
 
-def measure(tiny: bool, repeats: int) -> dict:
-    """Serve the mirror, copy the project, run the rounds and sweeps; the measurements."""
+def measure(tiny: bool, repeats: int, search_only: bool = False) -> dict:
+    """Serve the mirror, copy the project, run the rounds, sweeps and search; the
+    measurements (`search_only`: the search's alone, under `search`)."""
     # Where the cold `dvc repro` downloads from: MNIST_MIRROR (a directory is served over
     # HTTP here), else the official mirrors, as `make run` would.
     mirror, stop_serving = os.environ.get("MNIST_MIRROR", ""), None
@@ -227,19 +252,23 @@ def measure(tiny: bool, repeats: int) -> dict:
     }
     b = Bench(tiny, Path(tempfile.mkdtemp(prefix="mnist-bench-")), env, source)
     try:
-        print("measuring the matrix-product rate ...", flush=True)
-        rate = matmul_rate(0.5 if tiny else 3.0)
         # Full: params.yaml as committed (the seed's setup).
         make_repo(b.repo, env, "bench", TINY if tiny else {})
+        if search_only:
+            b.env["MLFLOW_TRACKING_URI"] = f"sqlite:///{b.work / 'mlflow.db'}"
+            return {"search": search_trials(b)}
+        print("measuring the matrix-product rate ...", flush=True)
+        rate = matmul_rate(0.5 if tiny else 3.0)
         for i in range(repeats):
             print(f"round {i + 1} of {repeats}: cold dvc repro, seed, pipeline, train stage ...")
             one_round(b, i)
         sweep, long_sweep = sweeps(b)
+        search = search_trials(b)
     finally:
         if stop_serving:
             stop_serving()
         shutil.rmtree(b.work, ignore_errors=True)
-    return measurements(b, rate, sweep, long_sweep)
+    return measurements(b, rate, sweep, long_sweep, search)
 
 
 def main() -> None:
@@ -252,9 +281,17 @@ def main() -> None:
     parser.add_argument(
         "--render-only", action="store_true", help="benchmarks.md from benchmarks.json alone"
     )
+    parser.add_argument(
+        "--search-only", action="store_true", help="the search alone, into benchmarks.json"
+    )
     args = parser.parse_args()
     data = args.out / "benchmarks.json"
-    if not args.render_only:
+    if args.search_only:  # the other measurements stay as they were
+        search = measure(args.tiny, 1, search_only=True)["search"]
+        search["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        m = {**json.loads(data.read_text()), "search": search}
+        data.write_text(json.dumps(m, indent=2) + "\n")
+    elif not args.render_only:
         m = measure(args.tiny, args.repeats or (1 if args.tiny else 5))
         args.out.mkdir(parents=True, exist_ok=True)
         data.write_text(json.dumps(m, indent=2) + "\n")

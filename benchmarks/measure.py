@@ -110,11 +110,13 @@ def sweep_peaks(uri: str, sweep_dir: Path) -> list[float]:
     return [c.data.metrics["process_peak_rss_mb"] for c in jobs]
 
 
-def job_overheads(sweep_dir: Path) -> list[float]:
-    """What each job of a sweep cost beyond its `fit` and its final scoring, in seconds: the
-    time from its start to the next job's start (each job records when it started, in
-    job.json), less its `fit_seconds` and `scoring_seconds` (models/run.json). The last job
-    has no next one to time it by."""
+def job_overheads(
+    sweep_dir: Path, beyond: tuple[str, ...] = ("fit_seconds", "scoring_seconds")
+) -> list[float]:
+    """What each job of a sweep (or a search's trial) cost beyond its `beyond` (by default
+    its `fit` and its final scoring), in seconds: the time from its start to the next job's
+    start (each job records when it started, in job.json), less those seconds of its
+    models/run.json. The last job has no next one to time it by."""
     from pipeline.record import RunRecord
 
     jobs = sorted(sweep_dir.glob("[0-9]*/job.json"), key=lambda p: int(p.parent.name))
@@ -122,7 +124,7 @@ def job_overheads(sweep_dir: Path) -> list[float]:
     costs = []
     for job, start, following in zip(jobs, started, started[1:], strict=False):
         metrics = RunRecord.load(job.parent / "models" / "run.json").metrics
-        costs.append(following - start - metrics["fit_seconds"] - metrics["scoring_seconds"])
+        costs.append(following - start - sum(metrics[k] for k in beyond))
     return costs
 
 

@@ -117,7 +117,42 @@ def sweep_targets(m: dict) -> list[tuple[str, str, str, bool]]:
             "<= 5 MB",
             growth <= 5,
         ),
+        *search_targets(m),
     ]
+
+
+def search_targets(m: dict) -> list[tuple[str, str, str, bool]]:
+    """The search's per-trial cost beyond its training (none in a JSON from before it)."""
+    if "search" not in m:
+        return []
+    search = m["search"]
+    # The first trial also pays the process's first imports and the study's creation.
+    steady = statistics.median(search["overheads"][1:])
+    return [
+        (
+            f"search of {search['trials']} small trials in one process: each trial after "
+            "the first, beyond its `fit` (median)",
+            f"{steady:.1f} s",
+            "<= 2 s",
+            steady <= 2,
+        )
+    ]
+
+
+def search_text(m: dict) -> str:
+    if "search" not in m:
+        return ""
+    search = m["search"]
+    # Measured on its own (bench.py --search-only), on a day of its own.
+    when = f"; measured on {search['date']}" if "date" in search else ""
+    return (
+        f" The search (`+search=mlp`, {search['trials']} trials of 2,000 images, 1 epoch, "
+        f"64 hidden units, no final runs{when}) took {search['seconds']:.1f} s in all; "
+        "each trial's cost beyond "
+        "its `fit` (its final scoring and evaluation, its MLflow run, Optuna's ask, report "
+        "and tell), from its start to the next trial's: "
+        f"{', '.join(f'{c:.1f}' for c in search['overheads'])} s."
+    )
 
 
 def header(m: dict) -> list[str]:
@@ -199,7 +234,7 @@ def against_targets(m: dict) -> list[str]:
         f"units each) in one process: its peak memory was {long_sweep[0]:.0f} MB after "
         f"job 1, {long_sweep[settled - 1]:.0f} MB after job {settled} and "
         f"{long_sweep[-1]:.0f} MB after job {len(long_sweep)} (each job starts from a "
-        "cleared Keras session).",
+        "cleared Keras session)." + search_text(m),
         "",
     ]
 

@@ -1,12 +1,13 @@
-"""The four overfitting studies of conf/experiment/, run on the real data and reported.
+"""The overfitting studies of conf/experiment/, run on the real data and reported.
 
 Runs each preset as a user would (`python -m pipeline.train -m +experiment=<name>`, one
 process, timed), then reads the sweep back from MLflow and writes, under --out (default
 docs/overfitting/): `<name>.png` and `<name>.csv` (the study plot and table its sweep's parent
-run has) and `summary.md`, every configuration's numbers (mean ± std over its seeds), each
-study's wall time, the machine and the date. docs/overfitting.md explains them.
+run has; the selection study: its report and `selection.csv`) and `summary.md`, every
+configuration's numbers (mean ± std over its seeds), each study's wall time, the machine and
+the date. docs/overfitting.md explains them.
 
-    python benchmarks/studies.py                  # all four (about 25 minutes on 2 cores)
+    python benchmarks/studies.py                  # all five (about 35 minutes on 2 cores)
     python benchmarks/studies.py --only width     # one of them
     python benchmarks/studies.py --report-only    # report on the last sweep of each study
     python benchmarks/studies.py --tiny --out /tmp/studies   # a quick check of the script
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("epochs", "width", "data_size", "label_noise")
+STUDIES = ("epochs", "width", "data_size", "label_noise", "selection")
 # Tiny mode: 2 epochs on 2,000 images, two values of each study's key, two seeds.
 TINY = ["data.train_samples=2000", "data.test_samples=500", "epochs=2", "seed=0,1"]
 TINY_SWEEPS = {
@@ -33,6 +34,12 @@ TINY_SWEEPS = {
     "width": ["model.hidden_units=[8],[32]"],
     "data_size": ["data.fit_samples=200,800"],
     "label_noise": ["data.label_noise=0.0,0.5"],
+    "selection": [
+        "model.hidden_units=[8],[32]",
+        "activation=relu",
+        "model.dropout=0.0",
+        "optimizer.learning_rate=0.001",
+    ],  # fmt: skip
 }
 
 
@@ -60,11 +67,33 @@ def last_sweep(name: str) -> tuple[object, list]:
     return parents[0], child_runs(Path.cwd(), parents[0].info.run_id)
 
 
+def selection_report(out: Path) -> str:
+    """The selection study's report and table as its sweep's parent run has them:
+    `selection.csv` under `out`, and its section of summary.md."""
+    from pipeline.tracking.search import download_artifact
+
+    parent, children = last_sweep("selection")
+    tmp = out / ".selection"
+    report = download_artifact(Path.cwd(), parent.info.run_id, "compare/selection.md", tmp)
+    table = download_artifact(Path.cwd(), parent.info.run_id, "compare/selection.csv", tmp)
+    shutil.move(table, out / "selection.csv")
+    text = report.read_text().split("\n", 1)[1]  # without its title
+    shutil.rmtree(tmp)
+    minutes = (parent.info.end_time - parent.info.start_time) / 60_000
+    return (
+        "## selection\n\n`python -m pipeline.train -m +experiment=selection`: "
+        f"{len(children)} runs in {minutes:.1f} minutes (sweep run {parent.info.run_id}).\n"
+        f"{text}"
+    )
+
+
 def report(name: str, out: Path) -> str:
     """Write the study's plot and table under `out`; return its section of summary.md."""
     from pipeline import compare, stats, study
     from pipeline.replicates import plus_minus
 
+    if name == "selection":
+        return selection_report(out)
     parent, children = last_sweep(name)
     x = children[0].data.params["study.x"]
     groups = compare.group_rows(compare.rows_of(children))

@@ -50,6 +50,9 @@ __all__ = [
     "validate",
 ]
 
+# The study preset (conf/experiment/selection.yaml) that picks on validation as well as on test.
+SELECTION_STUDY = "selection"
+
 
 def one_line(err: OmegaConfBaseException) -> ConfigError:
     """Turn OmegaConf's multi-line error into ours: key, bad value, what is valid."""
@@ -169,6 +172,9 @@ def _check_training(typed: DictConfig) -> None:
         _check(value >= arg.minimum, f"activation_args.{arg.name}", value, rule)
     steps = typed.train.steps_per_execution
     _check(steps >= 1, "train.steps_per_execution", steps, "a positive integer")
+    if typed.study.name == SELECTION_STUDY:  # it picks a winner on validation too
+        rule = "> 0 for the selection study (it picks on validation as well as on test)"
+        _check(typed.val_split > 0, "val_split", typed.val_split, rule)
 
 
 def _check_search(typed: DictConfig) -> None:

@@ -5,8 +5,10 @@ class probabilities the train stage saved with it (`dvc repro evaluate`, or
 
 Writes reports/metrics.json (the numbers `dvc metrics show` reads), per-class test accuracy
 and the confusion matrix (DVC plots and a PNG), and logs the same numbers and files to the
-MLflow run that trained the model, so DVC and MLflow agree. It needs no TensorFlow: the
-predictions file says which model made it and on which data, and both are checked first.
+MLflow run that trained the model, so DVC and MLflow agree (MLflow also gets the accuracy of
+each class and of each half of the test set, `test_a_accuracy` and `test_b_accuracy`). It
+needs no TensorFlow: the predictions file says which model made it and on which data, and
+both are checked first.
 """
 
 from __future__ import annotations
@@ -142,7 +144,10 @@ def evaluate(
         per_class = _test_reports(cfg, paths, run, probs["test"], truth, test_x)
     if log:
         per_class_metrics = {per_class_key(i): float(a) for i, a in enumerate(per_class)}
-        scores = {**metrics, **per_class_metrics}
+        # Each half of the test set on its own (the selection study picks on one, scores on
+        # the other): MLflow only, like the per-class scores.
+        halves = predictions.half_accuracies(probs["test"], labels["test"]) if tested else {}
+        scores = {**metrics, **per_class_metrics, **halves}
         files = evaluation_files(paths, tested)
         log_to_run(store, run.to_dict(), scores, files)
     print(json.dumps(report))

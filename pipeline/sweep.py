@@ -5,7 +5,8 @@ directory, where every job (in this process or, with a parallel launcher, in ano
 and tags its own run as a child (`mlflow.parentRunId`). When the sweep ends, the parent gets
 the comparison of its children (table and plots from `pipeline.compare`) and a status that
 reflects them: FAILED if any job failed or left no run. A study preset's sweep
-(`+experiment=width`, conf/experiment/) also gets its study plot and table there. A
+(`+experiment=width`, conf/experiment/) also gets its study plot and table there, the
+selection study (`+experiment=selection`) its report (pipeline.selection). A
 hyperparameter search (`+search=mlp`) is named and reported by pipeline.search.report.
 """
 
@@ -116,7 +117,7 @@ class MlflowSweep(Callback):
         print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from pipeline import compare, study
+        from pipeline import compare, selection, study
 
         sweep_dir = Path(config.hydra.sweep.dir)
         run_id = parent_run_id(sweep_dir)
@@ -140,9 +141,11 @@ class MlflowSweep(Callback):
             out = sweep_dir / "compare"
             report = compare.write_groups_report(groups, out, title)
             # A study preset's sweep: its jobs against the key it varies (or per epoch).
+            name = OmegaConf.select(config, "study.name")
             if x := OmegaConf.select(config, "study.x"):
-                name = OmegaConf.select(config, "study.name")
                 report += study.study_report(groups, x, out, f"study {name}")
+            if name == selection.STUDY:  # its picks on test and on validation, scored
+                report += selection.report(groups, evaluated, sweep_dir, run_id, config.data.name)
             log_artifacts_to(Path.cwd(), run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"

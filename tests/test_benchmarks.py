@@ -80,6 +80,10 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     # The long sweep's memory, from each job's logged peak (7 jobs in the tiny mode).
     (growth,) = [cells for name, cells in rows.items() if name.startswith("sweep of 7 small")]
     assert growth[0].endswith(" MB") and float(growth[0].removesuffix(" MB")) < 100
+    # A search of 3 small trials in one process: each trial after the first, beyond its fit.
+    (search,) = [cells for name, cells in rows.items() if name.startswith("search of 3 small")]
+    assert 0 < float(search[0].removesuffix(" s")) < 30 and search[1] == "<= 2 s"
+    assert "The search (`+search=mlp`, 3 trials of 2,000 images" in table
     # The memory target: the train stage's peak as a ratio to the seed's, both in GB.
     (memory,) = [cells for name, cells in rows.items() if name.startswith("train stage peak")]
     assert memory[0].endswith("x") and " GB / " in memory[0] and memory[1] == "<= 0.90x"

@@ -4,7 +4,9 @@ and the study presets (conf/experiment/) composing into valid jobs."""
 from __future__ import annotations
 
 import csv
+import math
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +108,58 @@ def test_each_study_preset_composes_into_valid_jobs_that_vary_its_x(preset: str)
     check_overrides(["-m", f"+experiment={preset}"])
 
 
+def test_the_selection_preset_composes_into_valid_jobs_scored_on_validation() -> None:
+    cfg = compose(["+experiment=selection"], hydra=True)
+    params = dict(cfg.hydra.sweeper.params)
+    assert cfg.study.name == "selection" and cfg.study.x is None
+    assert cfg.tracking.experiment == "mnist-study-selection" and cfg.val_split == 0.1
+    # One run per configuration, 20 to 30 of them.
+    assert "seed" not in params
+    assert 20 <= math.prod(len(v.split(",")) for v in params.values()) <= 30
+    check_overrides(["-m", "+experiment=selection"])
+    # It picks on validation too: without validation rows it is refused, in one line.
+    with pytest.raises(ConfigError, match=r"^val_split: invalid value 0.0; must be > 0 for the"):
+        check_overrides(["-m", "+experiment=selection", "val_split=0"])
+
+
+def test_the_halves_and_the_two_picks_on_known_scores() -> None:
+    from pipeline.predictions import half_accuracies, test_halves
+    from pipeline.selection import measure
+
+    a, b = test_halves(7)
+    assert a.tolist() == [0, 2, 4, 6] and b.tolist() == [1, 3, 5]
+    probs, targets = one_hot(np.array([1, 1, 2, 2])), one_hot(np.array([1, 0, 2, 2]))
+    assert half_accuracies(probs, targets) == {"test_a_accuracy": 1.0, "test_b_accuracy": 0.5}
+    # Three configurations on 1,000 images. 0: right on 90% of half A, 50% of half B;
+    # 1: the best on validation, 80% on each half; 2: worse on both.
+    pattern = np.arange(500)
+    lucky, steady, poor = np.zeros(1000), np.zeros(1000), np.zeros(1000)
+    lucky[0::2], lucky[1::2] = pattern % 10 > 0, pattern % 2 > 0
+    steady[0::2], steady[1::2] = pattern % 5 > 0, pattern % 5 > 0
+    poor[0::2], poor[1::2] = pattern % 2 > 0, pattern % 4 > 0
+    configs = [
+        {"config": name, "n": 1, "val": val, "correct": correct}
+        for name, val, correct in [
+            ("lucky", 0.7, lucky),
+            ("steady", 0.9, steady),
+            ("poor", 0.5, poor),
+        ]
+    ]
+    m = measure(configs, splits=20)
+    assert (m["by_test"], m["by_val"]) == (0, 1)
+    assert (m["a"][0], m["b"][0], m["a"][1], m["b"][1]) == (0.9, 0.5, 0.8, 0.8)
+    optimism, control = m["welch"]
+    assert optimism.diff == pytest.approx(0.4) and optimism.ci_low > 0.3 and optimism.p < 1e-6
+    assert control.diff == 0 and control.p == pytest.approx(1.0)
+    # Ten equally good configurations: the winner on a random half A owes its lead there to
+    # luck, and scores less on the other half; the validation winner leans neither way.
+    rng = np.random.default_rng(1)
+    equal = [{"config": i, "n": 1, "val": rng.random(), "correct": rng.random(1000) < 0.9}
+             for i in range(10)]  # fmt: skip
+    repeated = measure(equal, splits=300)["repeated"]
+    assert repeated[:, 0].mean() > 0.01 and abs(repeated[:, 1].mean()) < 0.004
+
+
 def test_a_preset_sweep_value_that_is_bad_is_refused_before_any_job() -> None:
     with pytest.raises(ConfigError, match=r"model.hidden_units: invalid value \[0\]"):
         check_overrides(["-m", "+experiment=width", "model.hidden_units=[0],[64]"])
@@ -149,8 +203,9 @@ def test_label_noise_run_fits_noisy_labels_and_scores_the_clean_ones(
         )
 
 
-def _study(root, uri: str, preset: str) -> tuple[list, dict, list[dict]]:
-    """The parent run and children of the last sweep of `preset`, and its study.csv."""
+def _study(root, uri: str, preset: str, table: str = "study") -> tuple[list, dict, list[dict]]:
+    """The parent run and children of the last sweep of `preset`, and its `table`.csv (with
+    the plot of a study)."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -159,9 +214,10 @@ def _study(root, uri: str, preset: str) -> tuple[list, dict, list[dict]]:
     (parent,) = [r for r in runs if r.data.tags.get("sweep") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
-    assert {"compare/study.png", "compare/study.csv", "compare/table.csv"} <= logged
+    plot = {"compare/study.png"} if table == "study" else {"compare/selection.md"}
+    assert {*plot, f"compare/{table}.csv", "compare/table.csv"} <= logged
     with tempfile.TemporaryDirectory() as tmp:
-        study = client.download_artifacts(parent.info.run_id, "compare/study.csv", tmp)
+        study = client.download_artifacts(parent.info.run_id, f"compare/{table}.csv", tmp)
         with open(study, newline="") as f:
             return children, parent, list(csv.DictReader(f))
 
@@ -222,3 +278,71 @@ def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
     assert "| data.fit_samples=300 | 2 |" in summary and "| data.fit_samples=900 | 2 |" in summary
     assert "`python -m pipeline.train -m +experiment=epochs`: 2 runs in" in summary
     assert all((out / f"{name}.png").stat().st_size > 10_000 for name in ("data_size", "epochs"))
+
+
+@pytest.mark.slow
+def test_the_selection_study_picks_on_test_and_on_validation_and_scores_both_on_half_b(
+    make_project, tmp_path
+) -> None:
+    import mlflow
+    from conftest import OFFLINE, ROOT, python
+
+    paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    # Cut down: four configurations, one epoch on 2,000 images (200 of them validation).
+    args = [*OFFLINE, "+experiment=selection", "data.train_samples=2000", "epochs=1",
+            "data.test_samples=500", "model.hidden_units=[16],[64]", "activation=relu,tanh",
+            "optimizer.learning_rate=0.001", "model.dropout=0.0"]  # fmt: skip
+    result = python(paths.root, "-m", "pipeline.train", "-m", *args, env=env)
+    children, parent, rows = _study(
+        paths.root, env["MLFLOW_TRACKING_URI"], "selection", "selection"
+    )
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    scores = {
+        " ".join(f"{k}={c.data.params[k]}" for k in ("activation", "model.hidden_units")): (
+            c.data.metrics["val_accuracy"],
+            c.data.metrics["test_a_accuracy"],
+            c.data.metrics["test_b_accuracy"],
+        )
+        for c in children
+    }
+    for val, a, b in scores.values():  # 250 test images a half; their mean is the whole's
+        assert (a * 250) == pytest.approx(round(a * 250)) and min(val, a, b) > 0.3
+    m, tags = parent.data.metrics, parent.data.tags
+    # The best on half A, and the best on validation (of equals, either).
+    by_test, by_val = tags["selection.test_pick"], tags["selection.val_pick"]
+    assert scores[by_test][1] == max(a for _, a, _ in scores.values())
+    assert scores[by_val][0] == max(val for val, _, _ in scores.values())
+    assert m["test_pick_test_a_accuracy"] == pytest.approx(scores[by_test][1], abs=1e-6)
+    assert m["test_pick_test_b_accuracy"] == pytest.approx(scores[by_test][2], abs=1e-6)
+    assert m["val_pick_val_accuracy"] == pytest.approx(scores[by_val][0], abs=1e-6)
+    assert m["val_pick_test_b_accuracy"] == pytest.approx(scores[by_val][2], abs=1e-6)
+    optimism = scores[by_test][1] - scores[by_test][2]
+    assert m["optimism"] == pytest.approx(optimism, abs=1e-6)
+    assert (
+        m["optimism_ci_low"] < m["optimism"] < m["optimism_ci_high"] and 0 <= m["optimism_p"] <= 1
+    )
+    assert m["optimism_repeated_low"] <= m["optimism_repeated_mean"] <= m["optimism_repeated_high"]
+    picked = {r["picked_by"]: r["config"] for r in rows if r["picked_by"]}
+    assert len(rows) == 4 and picked in (
+        {"both": by_test},
+        {"test half A": by_test, "validation": by_val},
+    )
+    # The report in plain words, printed and on the parent run.
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    text = Path(client.download_artifacts(parent.info.run_id, "compare/selection.md", tmp_path))
+    report = text.read_text()
+    assert f"- Chosen on test half A, as a user with val_split=0 would: {by_test}." in report
+    same = "the same configuration" if by_val == by_test else by_val
+    assert f"- Chosen on validation: {same} (validation " in report
+    assert f"an optimism of {optimism * 100:+.2f}% (95% interval " in report
+    assert "Welch's t-test over its 250 + 250 images" in report
+    assert "- The selection repeated over 1,000 random splits" in result.stdout
+    # benchmarks/studies.py copies the parent's report into the docs.
+    out = tmp_path / "docs"
+    script = str(ROOT / "benchmarks" / "studies.py")
+    python(paths.root, script, "--report-only", "--only", "selection", "--out", str(out), env=env)
+    summary = (out / "summary.md").read_text()
+    assert "`python -m pipeline.train -m +experiment=selection`: 4 runs in" in summary
+    assert report.split("\n", 1)[1] in summary
+    assert (out / "selection.csv").read_text().startswith("config,n,val_accuracy,test_a_accuracy")

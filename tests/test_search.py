@@ -260,19 +260,29 @@ def test_a_search_chooses_on_validation_tests_its_winner_once_and_continues(
 
 
 @pytest.mark.slow
-def test_two_processes_share_one_study_without_repeating_or_losing_a_trial(
+def test_two_processes_share_one_study_and_joblib_runs_two_trials_at_a_time(
     make_project, tmp_path: Path
 ) -> None:
+    import json
+
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
     storage = f"search.storage=sqlite:///{tmp_path / 'optuna.db'}"
     args = ["+search=mlp", storage, *SMALL, *TINY, "search.trials=2", "search.final_seeds=0"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), **_env(tmp_path)}
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "pipeline.train", *args], cwd=paths.root,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]  # fmt: skip
-    for proc in procs:
+    # The first process runs its trials two at a time in joblib's worker processes.
+    launchers = {
+        "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        "basic": [],
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "pipeline.train", *args, *launcher,
+             f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=paths.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for name, launcher in launchers.items()
+    }  # fmt: skip
+    for proc in procs.values():
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
     study = _study(tmp_path)
@@ -283,6 +293,15 @@ def test_two_processes_share_one_study_without_repeating_or_losing_a_trial(
     assert sorted(numbers) == ["0", "1", "2", "3"]  # one run per trial, none twice
     params = {tuple(sorted(t.params.items())) for t in study.trials}
     assert len(params) == 4  # each trial drew values of its own
+    # joblib's trials ran in two processes other than the search's, at the same time.
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "joblib").glob("[0-9]*/job.json")]
+    pids = {job["pid"] for job in jobs}
+    assert len(jobs) == 2 and len(pids) == 2 and procs["joblib"].pid not in pids
+    (parent,) = [r for r in runs if r.data.tags.get("sweep_dir") == str(tmp_path / "joblib")]
+    first, second = [
+        r.info for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    ]
+    assert first.start_time < second.end_time and second.start_time < first.end_time
 
 
 # No training: refused by the pre-check, in well under a second each.

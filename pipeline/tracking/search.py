@@ -56,6 +56,12 @@ def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str)
         client.log_artifact(run_id, str(path), directory)
 
 
+def download_artifact(root: Path, run_id: str, path: str, dst: Path) -> Path:
+    """The run's artifact `path` (such as `compare/selection.md`), copied under `dst`."""
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(retrying(_client(root).download_artifacts, run_id, path, str(dst)))
+
+
 def end_run(root: Path, run_id: str, status: str, tags: dict[str, str]) -> None:
     """Tag and close a run opened by `create_run`, with `status` (FINISHED, FAILED, KILLED)."""
     client = _client(root)
