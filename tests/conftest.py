@@ -155,6 +155,16 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield uri
 
 
+@pytest.fixture(autouse=True)
+def _tracking_uri_from_the_environment() -> None:
+    """MLflow's process-wide tracking URI back to MLFLOW_TRACKING_URI before each test: the
+    pipeline sets it to the store a run used (mlflow.set_tracking_uri), and a fixture that
+    trained into a store of its own would otherwise leave later tests of its worker there."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri and "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(uri)
+
+
 def python(
     cwd: Path, *args: str, env: dict | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:

@@ -189,8 +189,10 @@ def test_a_signal_during_held_work_interrupts_right_after_it(signum: int) -> Non
     during them is acted on once they are done, as it would have been."""
     from pipeline.cli import Terminated, handle_signals, signals_held
 
-    saved = signal.getsignal(signal.SIGTERM)
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     handle_signals()  # SIGTERM raises Terminated, as in the commands
+    # SIGINT as a terminal starts Python (pytest may have been started with it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
     try:
         with pytest.raises(KeyboardInterrupt) as raised, signals_held():
@@ -204,7 +206,8 @@ def test_a_signal_during_held_work_interrupts_right_after_it(signum: int) -> Non
             signal.raise_signal(signum)
             time.sleep(1)
     finally:
-        signal.signal(signal.SIGTERM, saved)
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])
 
 
 @pytest.fixture(params=["size=256k", "ro"], ids=["disk-full", "read-only"])
