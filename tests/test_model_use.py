@@ -238,6 +238,7 @@ def test_logged_models_are_mlflow_3_models_linked_to_their_runs(logged) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=logged["uri"])
+    mlflow.set_tracking_uri(logged["uri"])  # where `models:/` URIs are resolved
     for name, run_id in logged["runs"].items():
         run = client.get_run(run_id)
         models = client.search_logged_models(
