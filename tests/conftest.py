@@ -156,13 +156,14 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _tracking_uri_from_the_environment() -> None:
-    """MLflow's process-wide tracking URI back to MLFLOW_TRACKING_URI before each test: the
-    pipeline sets it to the store a run used (mlflow.set_tracking_uri), and a fixture that
-    trained into a store of its own would otherwise leave later tests of its worker there."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri and "mlflow" in sys.modules:
-        sys.modules["mlflow"].set_tracking_uri(uri)
+def _session_store(tracking_store: str) -> None:
+    """Each test starts on the session's store. The pipeline sets MLflow's process-wide
+    tracking URI (and with it MLFLOW_TRACKING_URI) to the store a run used: a fixture or test
+    that trained into a store of its own would otherwise leave later tests of its worker there.
+    """
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_store
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(tracking_store)
 
 
 def python(
