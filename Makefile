@@ -28,7 +28,7 @@ run: $(INSTALLED)  ## create .venv, install, run the whole DVC pipeline
 test: $(INSTALLED)  ## create .venv, install, run the test suite
 	pytest
 
-test-fast: $(INSTALLED)  ## everyday: the suite without the tests marked slow (under 2 minutes)
+test-fast: $(INSTALLED)  ## everyday: the suite without the tests marked slow (about a minute)
 	pytest -m "not slow"
 
 bench: $(INSTALLED)  ## measure the pipeline against the seed's Keras loop: docs/benchmarks.md
