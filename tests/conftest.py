@@ -152,7 +152,21 @@ def tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # Subprocesses (DVC stages, the CLI) must find this venv's python and tools.
         mp.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
         mp.setenv("DVC_NO_ANALYTICS", "1")
+        for name, threads in _worker_threads().items():
+            mp.setenv(name, threads)
         yield uri
+
+
+def _worker_threads() -> dict[str, str]:
+    """With N pytest-xdist workers, each worker's TensorFlow gets its share of the cores, as
+    the pipeline gives the jobs of a parallel sweep: N processes each starting a thread per
+    core spend the cores switching between threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return {}
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return {"TF_NUM_INTRAOP_THREADS": threads, "OMP_NUM_THREADS": threads,
+            "TF_NUM_INTEROP_THREADS": "1"}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
