@@ -144,90 +144,95 @@ def _search(url: str) -> int:
     return len(post("runs/search", {"experiment_ids": ids, "max_results": 1000}).get("runs", []))
 
 
-@pytest.mark.slow
-def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
-    make_project, tmp_path: Path
-) -> None:
-    """No "database is locked" reaches anyone, and no run is lost."""
-    import mlflow
+def _sweeps_started(paths: Any, env: dict) -> list[subprocess.Popen]:
+    """Two joblib sweeps of three jobs each, on one new store: both race to create it."""
+    sweep = [sys.executable, "-m", "pipeline.train", "-m", "hydra/launcher=joblib"]
+    sweep += ["hydra.launcher.n_jobs=2", *SMALL, "epochs=1"]
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+    return [
+        subprocess.Popen(
+            [*sweep, f"hydra.sweep.dir=multirun/{name}", f"activation={activations}"],
+            cwd=paths.root,
+            env=env,
+            **output,
+        )
+        for name, activations in (("a", "relu,tanh,elu"), ("b", "gelu,silu,sigmoid"))
+    ]
+
+
+def _read_while_running(sweeps: list, paths: Any, env: dict, tmp_path: Path) -> tuple:
+    """`mlflow ui` (its REST search, as often as it can) and `pipeline.compare` (in a loop)
+    reading the store until both sweeps end: what each saw, and the UI's errors."""
     from conftest import mlflow_server
 
-    paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
-    # The store exists before its readers start, as when `mlflow ui` is opened on a project's
-    # store (a server and a sweep both creating a new SQLite file would race in MLflow's
-    # migrations, which the pipeline's processes serialize among themselves).
-    create = (
-        "from pathlib import Path; from pipeline.tracking.store import experiment_id;"
-        "experiment_id(Path('.'))"
-    )
-    subprocess.run([sys.executable, "-c", create], cwd=paths.root, env=env, check=True)
-    sweep = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.train",
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            "seed=range(6)",
-            *SMALL,
-            "epochs=1",
-        ],
-        cwd=paths.root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    reports, seen = [], []
-    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server_log = tmp_path / "server.log"
-    failures: list[str] = []
+    from pipeline.sweep import parent_run_id
+
+    running = lambda: any(s.poll() is None for s in sweeps)  # noqa: E731
+    # The readers start once both parents are open, so on a store that exists, as when
+    # `mlflow ui` is opened on a project's store.
+    while running() and not all(parent_run_id(paths.root / "multirun" / n) for n in "ab"):
+        time.sleep(0.2)
+    reports, seen, failures = [], [], []
 
     def browse(url: str) -> None:
-        """The UI's reader, as often as it can: every run, again and again."""
-        while sweep.poll() is None:
+        while running():
             try:
                 seen.append(_search(url))
             except Exception as err:  # what a user would see as an error page
                 failures.append(f"{type(err).__name__}: {err}")
 
-    with mlflow_server(
-        uri, "--artifacts-destination", str(tmp_path / "artifacts"), log=server_log, env=no_jobs
-    ) as url:
+    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    artifacts = ["--artifacts-destination", str(tmp_path / "artifacts")]
+    uri = env["MLFLOW_TRACKING_URI"]
+    with mlflow_server(uri, *artifacts, log=tmp_path / "server.log", env=no_jobs) as url:
         browser = threading.Thread(target=browse, args=(url,))
         browser.start()
-        while sweep.poll() is None:
+        while running():
+            compare = [sys.executable, "-m", "pipeline.compare", "--out", str(tmp_path / "r")]
             report = subprocess.run(
-                [sys.executable, "-m", "pipeline.compare", "--out", str(tmp_path / "report")],
-                cwd=paths.root,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
+                compare, cwd=paths.root, env=env, capture_output=True, text=True, timeout=300
             )
             reports.append(report)
         browser.join()
-    out = sweep.communicate()[0]
+    return reports, seen, failures
+
+
+@pytest.mark.slow
+def test_two_parallel_sweeps_lose_no_run_while_reports_and_the_ui_read_the_store(
+    make_project, tmp_path: Path
+) -> None:
+    """No "database is locked" reaches anyone, and no run is lost."""
+    import mlflow
+
+    paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # new: both sweeps race to create it
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    sweeps = _sweeps_started(paths, env)
+    reports, seen, failures = _read_while_running(sweeps, paths, env, tmp_path)
+    outs = [s.communicate()[0] for s in sweeps]
+    assert [s.returncode for s in sweeps] == [0, 0], "\n".join(o[-3000:] for o in outs)
     assert not failures, failures[:3]
-    assert len(seen) >= 20
-    assert sweep.returncode == 0, out[-3000:]
-    assert len(reports) >= 3  # the readers really ran while the sweep wrote
+    assert len(seen) >= 20 and len(reports) >= 3  # the readers really ran while sweeps wrote
     for report in reports:
         text = report.stdout + report.stderr
         assert "locked" not in text.lower(), text[-2000:]
-        # Before the first run is written there is nothing to compare: one line, no trace.
+        # Before the first run ends there is nothing to compare: one line, no trace.
         assert report.returncode == 0 or "no " in report.stderr, text[-2000:]
-    assert "locked" not in out.lower() and "locked" not in server_log.read_text().lower()
+    logs = [*outs, (tmp_path / "server.log").read_text()]
+    assert not any("locked" in log.lower() for log in logs)
     assert seen == sorted(seen)  # the UI's count of runs only grows
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
     children = [r for r in runs if "sweep_job" in r.data.tags]
-    statuses = sorted(r.info.status for r in children)
-    assert statuses == ["FINISHED"] * 6, (statuses, out[-3000:])
-    assert all("test_accuracy" in r.data.metrics for r in children)
+    assert sorted(c.data.params["activation"] for c in children) == [
+        "elu", "gelu", "relu", "sigmoid", "silu", "tanh"
+    ]  # fmt: skip
+    for child in children:
+        assert child.info.status == "FINISHED" and "test_accuracy" in child.data.metrics
+        history = client.get_metric_history(child.info.run_id, "epoch/test_accuracy")
+        assert [m.step for m in history] == [1]
 
 
 # One process of the test below: once every process is ready (the file `go` holds the time to

@@ -252,44 +252,6 @@ def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_dis
     assert run.info.status == "FAILED" and reason in run.data.tags["error"]
 
 
-@pytest.mark.slow
-def test_two_parallel_sweeps_on_one_sqlite_store_lose_no_run(make_project, tmp_path: Path) -> None:
-    import mlflow
-
-    paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # fresh: both sweeps also race to create it
-    sweeps = [
-        start_cli(
-            paths.root,
-            "-m",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            f"hydra.sweep.dir=multirun/{name}",
-            f"activation={acts}",
-            *SMALL,
-            "epochs=1",
-            env={"MLFLOW_TRACKING_URI": uri},
-        )  # fmt: skip
-        for name, acts in (("a", "relu,tanh,elu"), ("b", "gelu,silu,sigmoid"))
-    ]
-    for proc in sweeps:
-        _, stderr = proc.communicate(timeout=600)
-        assert proc.returncode == 0, stderr[-3000:]
-    runs = cli_runs(uri)
-    parents = [r for r in runs if r.data.tags.get("sweep") == "parent"]
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
-    assert sorted(c.data.params["activation"] for c in children) == [
-        "elu", "gelu", "relu", "sigmoid", "silu", "tanh"
-    ]  # fmt: skip
-    assert all(c.info.status == "FINISHED" and "test_accuracy" in c.data.metrics
-               for c in children)  # fmt: skip
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    for child in children:
-        history = client.get_metric_history(child.info.run_id, "epoch/test_accuracy")
-        assert [m.step for m in history] == [1]
-
-
 def test_progress_cut_off_while_it_was_written_starts_afresh(tmp_path: Path, capsys) -> None:
     from pipeline.resume import interrupted_run
 
