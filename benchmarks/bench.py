@@ -70,8 +70,9 @@ GIT_ENV = {
     "GIT_COMMITTER_NAME": "bench",
     "GIT_COMMITTER_EMAIL": "bench@example.invalid",
 }
-# A long sweep's memory: its jobs beyond the first few must not grow the process.
-LONG_SWEEP, SETTLED = 40, 5
+# A long sweep's memory: its jobs beyond the first few must not grow the process (--tiny
+# checks the measurement only: 4 jobs, settled after 2).
+LONG_SWEEP, SETTLED, TINY_SETTLED = 40, 5, 2
 # A search's trials (small: the cost around each one is measured, not its training).
 SEARCH_TRIALS, SEARCH_TINY_TRIALS = 10, 3
 
@@ -94,6 +95,10 @@ class Bench:
     @property
     def repo(self) -> Path:
         return self.work / "repo"
+
+    @property
+    def settled(self) -> int:
+        return TINY_SETTLED if self.tiny else SETTLED
 
     def run(self, *cmd: str):
         return run(list(cmd), self.repo, self.env)
@@ -148,7 +153,7 @@ def one_round(b: Bench, i: int) -> None:
 
 def sweeps(b: Bench) -> tuple[dict, list[float]]:
     """A sweep of several jobs in one `-m`, and a long sweep of small jobs for its memory."""
-    long_jobs = SETTLED + 2 if b.tiny else LONG_SWEEP
+    long_jobs = b.settled + 2 if b.tiny else LONG_SWEEP
     long_dir = b.work / "long-sweep"
     if b.tiny:  # one sweep of small jobs serves both measurements
         jobs, sweep_dir, sweep_args = long_jobs, long_dir, SMALL
@@ -226,7 +231,7 @@ def measurements(b: Bench, rate: float, sweep: dict, long_sweep: list[float], se
         "preprocess": statistics.median(b.preprocesses),
         "sweep": sweep,
         "long_sweep": long_sweep,
-        "settled": SETTLED,
+        "settled": b.settled,
         "search": search,
         "source": b.source,
         "verdicts": not b.tiny,

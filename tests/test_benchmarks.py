@@ -73,12 +73,12 @@ def test_performance_benchmark_measures_both_sides(tmp_path, mnist_dir) -> None:
     assert "GFLOP/s at the seed's shapes" in table and "cores" in table
     assert "- Trained on: CPU:0 (TensorFlow sees no GPU)" in table  # this machine has none
     assert rows["`dvc repro`, nothing changed"][0].endswith(" s")
-    assert any(name.startswith("sweep of 7 jobs") for name in rows)  # --tiny: one sweep
+    assert any(name.startswith("sweep of 4 jobs") for name in rows)  # --tiny: one sweep
     # Each job after the first, beyond its fit and scoring: measured from the jobs' starts.
     (steady,) = [cells for name, cells in rows.items() if name.startswith("sweep: each job")]
     assert 0 < float(steady[0].removesuffix(" s")) < 30 and steady[1] == "<= 3 s"
-    # The long sweep's memory, from each job's logged peak (7 jobs in the tiny mode).
-    (growth,) = [cells for name, cells in rows.items() if name.startswith("sweep of 7 small")]
+    # The long sweep's memory, from each job's logged peak (4 jobs in the tiny mode).
+    (growth,) = [cells for name, cells in rows.items() if name.startswith("sweep of 4 small")]
     assert growth[0].endswith(" MB") and float(growth[0].removesuffix(" MB")) < 100
     # A search of 3 small trials in one process: each trial after the first, beyond its fit.
     (search,) = [cells for name, cells in rows.items() if name.startswith("search of 3 small")]

@@ -166,7 +166,7 @@ def test_queued_experiments_land_in_the_project_store(reproduced, env) -> None:
         "-S",
         "activation=tanh,sigmoid",
         "-S",
-        "epochs=2",
+        "epochs=1",
         env=env,
     )
     sh(repo, "dvc", "queue", "start", "-j", "2", env=env)
