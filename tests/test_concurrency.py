@@ -159,8 +159,8 @@ def test_reports_and_the_ui_read_the_store_while_a_parallel_sweep_writes(
     # store (a server and a sweep both creating a new SQLite file would race in MLflow's
     # migrations, which the pipeline's processes serialize among themselves).
     create = (
-        "from pathlib import Path; from pipeline.tracking.store import experiment_id;"
-        "experiment_id(Path('.'))"
+        "from pathlib import Path; from pipeline.tracking.store import experiment_id, tracking_uri;"
+        "experiment_id(tracking_uri(Path('.')))"
     )
     subprocess.run([sys.executable, "-c", create], cwd=paths.root, env=env, check=True)
     sweep = subprocess.Popen(

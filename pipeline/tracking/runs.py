@@ -31,12 +31,12 @@ from pipeline.tracking.store import (
 T = TypeVar("T")
 
 
-def _run_exists(run_id: str) -> bool:
+def _run_exists(uri: str, run_id: str) -> bool:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.MlflowClient().get_run(run_id)
+        mlflow.MlflowClient(uri).get_run(run_id)
     except MlflowException:
         return False
     return True
@@ -73,7 +73,7 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
     configure_client()
     mlflow.set_tracking_uri(store.uri)
     run_id = start_run_args.get("run_id")
-    if run_id and not _run_exists(run_id):
+    if run_id and not _run_exists(store.uri, run_id):
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
         print(f"MLflow run {run_id} is not in {store.uri}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}

@@ -199,17 +199,18 @@ class Store:
 
 
 def connect(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> Store:
-    """Check the store (`experiment_id`) and say what was found.
+    """Check the store (`experiment_id`, for writing) and say what was found.
 
     Raises:
         TrackingError: the store cannot be used (its URI and the cause).
     """
     uri = tracking_uri(root)
-    return Store(uri, experiment, _experiment_id(uri, experiment, writing=True))
+    return Store(uri, experiment, experiment_id(uri, experiment, writing=True))
 
 
-def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at the store and return experiment `name`'s id, creating it once.
+def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT, writing: bool = False) -> str:
+    """Point MLflow at the store at `uri` and return experiment `name`'s id, creating it once;
+    with `writing`, also checked that this user may add runs to it.
 
     This is the check before any work: a store that is unreachable, refuses, or is not an
     MLflow server fails here in one line, within seconds.
@@ -217,19 +218,13 @@ def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
     Raises:
         TrackingError: the store cannot be used (its URI and the cause).
     """
-    return _experiment_id(tracking_uri(root), name)
-
-
-def _experiment_id(uri: str, name: str, writing: bool = False) -> str:
-    """Experiment `name`'s id in the store at `uri`; with `writing`, also checked that this
-    user may add runs to it."""
     configure_client()  # before MLflow's first request
     import mlflow
 
     mlflow.set_tracking_uri(uri)
 
     def get_or_create() -> str:
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
