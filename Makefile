@@ -44,8 +44,8 @@ params: $(INSTALLED)  ## regenerate params.yaml from conf/ (as `dvc exp run` doe
 UI_PORT ?= 5000
 STORE := sqlite:///$(CURDIR)/mlflow.db
 ui: $(INSTALLED)  ## browse the runs: MLflow's UI on 127.0.0.1 (only this machine can reach it)
-	@MLFLOW_TRACKING_URI=$(STORE) python -c 'from pathlib import Path; \
-	from pipeline.tracking.search import ui_link; print("The mnist runs:", ui_link(Path(), $(UI_PORT)))'
+	@python -c 'from pipeline.tracking.search import ui_link; \
+	print("The mnist runs:", ui_link("$(STORE)", $(UI_PORT)))'
 	mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(UI_PORT)
 
 clean:  ## remove the pipeline's outputs (not the DVC cache, not the MLflow store)

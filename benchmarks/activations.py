@@ -74,13 +74,13 @@ def run_all(
             keras.backend.clear_session()
 
 
-def last_batch(root: Path) -> str:
-    """The batch of the latest run this script logged."""
+def last_batch(uri: str) -> str:
+    """The batch of the latest run this script logged in the store at `uri`."""
     from pipeline.tracking.search import search_runs
     from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
     runs = search_runs(
-        root,
+        uri,
         DEFAULT_EXPERIMENT,
         "tags.benchmark = 'activations'",
         ["attributes.start_time DESC"],
@@ -91,18 +91,16 @@ def last_batch(root: Path) -> str:
     return runs[0].data.tags["benchmark_batch"]
 
 
-def grouped(root: Path, batch: str) -> list[dict]:
-    """The batch's runs as pipeline.compare groups them: one row per configuration (runs
-    equal but for their seed), each model on its own (every MLP activation tested against the
-    best MLP, Holm-adjusted over those comparisons: the CNN is another question), the CNN
-    first."""
+def grouped(uri: str, batch: str) -> list[dict]:
+    """The batch's runs in the store at `uri` as pipeline.compare groups them: one row per
+    configuration (runs equal but for their seed), each model on its own (every MLP activation
+    tested against the best MLP, Holm-adjusted over those comparisons: the CNN is another
+    question), the CNN first."""
     from pipeline import compare
     from pipeline.tracking.search import search_runs
     from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
-    runs = (
-        search_runs(root, DEFAULT_EXPERIMENT, f"tags.benchmark_batch = '{batch}'", [], 1000) or []
-    )
+    runs = search_runs(uri, DEFAULT_EXPERIMENT, f"tags.benchmark_batch = '{batch}'", [], 1000) or []
     durations = {r.info.run_id: (r.info.end_time - r.info.start_time) / 1000 for r in runs}
     rows = compare.rows_of(runs)
     groups = []
@@ -236,13 +234,16 @@ def main(argv: list[str] | None = None) -> None:
     configs.append(("cnn-relu", cnn))
     seeds = {label: args.seeds for label, _ in configs} | {"cnn-relu": args.cnn_seeds}
     args.out.mkdir(parents=True, exist_ok=True)
+    from pipeline.tracking.store import tracking_uri
+
+    uri = tracking_uri(Path.cwd())
     if args.report_only:
-        batch = last_batch(Path.cwd())
+        batch = last_batch(uri)
     else:
         batch = uuid.uuid4().hex
         work = args.out if args.tiny else ROOT / "outputs" / "benchmarks"
         run_all(configs, seeds, Path.cwd(), work, batch)
-    write_results(grouped(Path.cwd(), batch), args.out, setup)
+    write_results(grouped(uri, batch), args.out, setup)
     print(f"wrote {args.out / 'results.md'} and {args.out / 'results.png'}")
 
 

@@ -54,28 +54,29 @@ def run_study(name: str, tiny: bool) -> float:
     return time.perf_counter() - start
 
 
-def last_sweep(name: str) -> tuple[object, list]:
-    """The study's last finished sweep in the store: its parent run and its child runs."""
+def last_sweep(uri: str, name: str) -> tuple[object, list]:
+    """The study's last finished sweep in the store at `uri`: its parent run and its child
+    runs."""
     from pipeline.tracking.search import child_runs, search_runs
 
     parents = search_runs(
-        Path.cwd(), f"mnist-study-{name}",
+        uri, f"mnist-study-{name}",
         "tags.sweep = 'parent' and attributes.status = 'FINISHED'", ["start_time DESC"], 1,
     )  # fmt: skip
     if not parents:
         sys.exit(f"error: no finished sweep of study {name!r}; run it first")
-    return parents[0], child_runs(Path.cwd(), parents[0].info.run_id)
+    return parents[0], child_runs(uri, parents[0].info.run_id)
 
 
-def selection_report(out: Path) -> str:
-    """The selection study's report and table as its sweep's parent run has them:
-    `selection.csv` under `out`, and its section of summary.md."""
+def selection_report(uri: str, out: Path) -> str:
+    """The selection study's report and table as its sweep's parent run (in the store at
+    `uri`) has them: `selection.csv` under `out`, and its section of summary.md."""
     from pipeline.tracking.search import download_artifact
 
-    parent, children = last_sweep("selection")
+    parent, children = last_sweep(uri, "selection")
     tmp = out / ".selection"
-    report = download_artifact(Path.cwd(), parent.info.run_id, "compare/selection.md", tmp)
-    table = download_artifact(Path.cwd(), parent.info.run_id, "compare/selection.csv", tmp)
+    report = download_artifact(uri, parent.info.run_id, "compare/selection.md", tmp)
+    table = download_artifact(uri, parent.info.run_id, "compare/selection.csv", tmp)
     shutil.move(table, out / "selection.csv")
     text = report.read_text().split("\n", 1)[1]  # without its title
     shutil.rmtree(tmp)
@@ -87,18 +88,19 @@ def selection_report(out: Path) -> str:
     )
 
 
-def report(name: str, out: Path) -> str:
-    """Write the study's plot and table under `out`; return its section of summary.md."""
+def report(uri: str, name: str, out: Path) -> str:
+    """Write the study's plot and table (of its last sweep in the store at `uri`) under `out`;
+    return its section of summary.md."""
     from pipeline import compare, stats, study
     from pipeline.replicates import plus_minus
 
     if name == "selection":
-        return selection_report(out)
-    parent, children = last_sweep(name)
+        return selection_report(uri, out)
+    parent, children = last_sweep(uri, name)
     x = children[0].data.params["study.x"]
     groups = compare.group_rows(compare.rows_of(children))
     tmp = out / f".{name}"
-    study.study_report(groups, x, tmp, f"study {name}")
+    study.study_report(uri, groups, x, tmp, f"study {name}")
     shutil.move(tmp / "study.png", out / f"{name}.png")
     shutil.move(tmp / "study.csv", out / f"{name}.csv")
     shutil.rmtree(tmp)
@@ -161,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         "they show.",
         "",
     ]
-    sections = [report(name, args.out) for name in names]
+    from pipeline.tracking.store import tracking_uri
+
+    uri = tracking_uri(Path.cwd())
+    sections = [report(uri, name, args.out) for name in names]
     (args.out / "summary.md").write_text("\n".join(header + sections))
     print(f"wrote {args.out}/summary.md and each study's .png and .csv")
 

@@ -75,6 +75,7 @@ MAX_CURVES = 10
 
 
 def find_runs(
+    uri: str,
     experiment: str = DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
@@ -84,6 +85,7 @@ def find_runs(
     (`ranking_metric`: validation accuracy when every run has one, else test accuracy).
 
     Args:
+        uri: The tracking store (`tracking_uri`).
         experiment: MLflow experiment name.
         filter_string: An MLflow search filter, e.g. `params.activation = 'elu'`.
         parent: Only the child runs of this sweep's parent run.
@@ -95,15 +97,14 @@ def find_runs(
     clauses = [c for c in (filter_string, "metrics.test_accuracy > -1", finished) if c]
     if parent:
         clauses.append(f"tags.mlflow.parentRunId = '{parent}'")
-    root = Path.cwd()
     try:
         # All of them: which metric ranks them (and so which are the top ones) depends on
         # whether every one has a validation score.
-        runs = search_runs(root, experiment, " and ".join(clauses), [], 50_000)
+        runs = search_runs(uri, experiment, " and ".join(clauses), [], 50_000)
     except ValueError as err:
         raise NoRunsError(f"bad filter {filter_string!r}: {err}") from None
     if runs is None:
-        raise NoRunsError(f"no experiment {experiment!r} in {tracking_uri(root)}")
+        raise NoRunsError(f"no experiment {experiment!r} in {uri}")
     if not runs:
         scope = [c for c in (filter_string, parent and f"sweep {parent}") if c]
         matching = f" matching {' and '.join(scope)}" if scope else ""
@@ -225,15 +226,15 @@ def _write_csv(path: Path, table: pd.DataFrame) -> None:
     write_text(path, table.to_csv(index=False, lineterminator="\n"))
 
 
-def _histories(run_ids: list[str], key: str) -> list[list[float]]:
+def _histories(uri: str, run_ids: list[str], key: str) -> list[list[float]]:
     """The runs' per-epoch `epoch/<key>` curves (runs without one left out)."""
-    found = (metric_history(Path.cwd(), run_id, f"epoch/{key}") for run_id in run_ids)
+    found = (metric_history(uri, run_id, f"epoch/{key}") for run_id in run_ids)
     return [history for history in found if history]
 
 
-def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
+def write_report(uri: str, rows: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
     """Write table.md, table.csv, accuracy.png and curves.png under `out`, a row and a curve
-    per run; return them."""
+    per run (read from the store at `uri`); return them."""
     _write_csv(out / "table.csv", pd.DataFrame(rows, columns=[*COLUMNS, "run_id"]))
     write_text(out / "table.md", f"# {title}\n\n" + markdown(rows))
 
@@ -250,7 +251,7 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
         series = {
             name: history
             for name in ("train_accuracy", "test_accuracy")
-            if (history := metric_history(Path.cwd(), row["run_id"], f"epoch/{name}"))
+            if (history := metric_history(uri, row["run_id"], f"epoch/{name}"))
         }
         if series:
             curves[row["run"]] = series
@@ -258,9 +259,12 @@ def write_report(rows: list[dict[str, Any]], out: Path, title: str) -> list[Path
     return [out / n for n in ("table.md", "table.csv", "accuracy.png", "curves.png")]
 
 
-def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> list[Path]:
+def write_groups_report(
+    uri: str, groups: list[dict[str, Any]], out: Path, title: str
+) -> list[Path]:
     """Write table.md, table.csv, accuracy.png and curves.png under `out`, a row and a mean
-    curve per configuration (the groups of `group_rows`); return them."""
+    curve per configuration (the groups of `group_rows`; curves from the store at `uri`);
+    return them."""
     table = pd.DataFrame(groups, columns=[*GROUP_COLUMNS, "run_ids"])
     table["seeds_needed"] = table["seeds_needed"].map(_seeds)
     table["run_ids"] = table["run_ids"].map(" ".join)
@@ -282,7 +286,7 @@ def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> 
         series = {
             name: stats.curve_summary(histories)
             for name in ("train_accuracy", "test_accuracy")
-            if (histories := _histories(group["run_ids"], name))
+            if (histories := _histories(uri, group["run_ids"], name))
         }
         if series:
             curves[group["config"]] = series
@@ -292,6 +296,7 @@ def write_groups_report(groups: list[dict[str, Any]], out: Path, title: str) -> 
 
 
 def compare(
+    uri: str,
     experiment: str = DEFAULT_EXPERIMENT,
     filter_string: str = "",
     parent: str | None = None,
@@ -299,24 +304,24 @@ def compare(
     out: Path = Path("reports/compare"),
     per_run: bool = False,
 ) -> list[dict[str, Any]]:
-    """Find the runs, print the table, write the report; return its rows: the configurations
-    of `group_rows`, or with `per_run` the runs of `rows_of`.
+    """Find the runs in the store at `uri`, print the table, write the report; return its
+    rows: the configurations of `group_rows`, or with `per_run` the runs of `rows_of`.
 
     Raises:
         NoRunsError: nothing to compare.
     """
-    rows = rows_of(find_runs(experiment, filter_string, parent, top))
+    rows = rows_of(find_runs(uri, experiment, filter_string, parent, top))
     if per_run:
         print(text_table(rows))
         metric = NAMES[ranking_metric(rows)]
-        write_report(rows, out, f"{experiment}: {len(rows)} runs by {metric}")
+        write_report(uri, rows, out, f"{experiment}: {len(rows)} runs by {metric}")
     else:
         groups = group_rows(rows)
         print(group_text_table(groups))
         print(f"\n{rule(groups)}")
         metric = NAMES[groups[0]["ranked_on"]]
         title = f"{experiment}: {len(groups)} configurations of {len(rows)} runs"
-        write_groups_report(groups, out, f"{title} by mean {metric}")
+        write_groups_report(uri, groups, out, f"{title} by mean {metric}")
         rows = groups
     print(f"\nwrote {out}/table.md, table.csv, accuracy.png, curves.png")
     return rows
@@ -357,17 +362,18 @@ def main(argv: list[str] | None = None) -> None:
             f"--detect: invalid value {args.detect}; must be an accuracy difference between "
             "0 and 1 (0.001 is 0.1%)"
         )
+    uri = tracking_uri(Path.cwd())
     try:
         if args.search:
             from pipeline.search.ranking import show
 
-            show(args.search, args.storage)
+            show(uri, args.search, args.storage)
             return
         if args.detect is not None:
-            runs = find_runs(args.experiment, args.filter, args.parent, args.top)
+            runs = find_runs(uri, args.experiment, args.filter, args.parent, args.top)
             print("\n".join(plan_seeds(group_rows(rows_of(runs)), args.detect)))
             return
-        compare(args.experiment, args.filter, args.parent, args.top, args.out, args.per_run)
+        compare(uri, args.experiment, args.filter, args.parent, args.top, args.out, args.per_run)
     except (NoRunsError, ConfigError) as err:
         fail(err)
 

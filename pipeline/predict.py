@@ -41,27 +41,30 @@ def _local(path: Path) -> tuple[Predict, list[str] | None]:
     return classifier.predict, names
 
 
-def choose_model(root: Path, model: str | None, name: str) -> tuple[str, Predict, list | None]:
-    """The model to use, as `(what it is, predict, class names)`.
+def choose_model(
+    root: Path, uri: str, model: str | None, name: str
+) -> tuple[str, Predict, list | None]:
+    """The model to use, as `(what it is, predict, class names)`: `model`, else `name`'s
+    champion in the tracking store at `uri`, else the model the pipeline trained at `root`.
 
     Raises:
         PipelineError: no model given and none registered or trained (one line).
     """
     if model is None:
-        model = alias_uri(root, name)
+        model = alias_uri(uri, name)
         if model is None:
             local = Paths.project(root).model
             if not local.is_file():
                 raise PipelineError(
                     f"no model: none registered as {name}@{CHAMPION} in "
-                    f"{tracking_uri(root)} and no {local}; train one (`make run`) or "
+                    f"{uri} and no {local}; train one (`make run`) or "
                     "register one (`python -m pipeline.register --best`)"
                 )
             model = str(local)
     if model.endswith(".keras") and "://" not in model:
         predict, names = _local(Path(model))
         return model, predict, names
-    predict, metadata = load_model(root, model)
+    predict, metadata = load_model(uri, model)
     return model, predict, metadata.get("class_names")
 
 
@@ -101,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = np.round(images.reshape(len(images), -1), 4).tolist()
         args.request.write_text(json.dumps({"inputs": rows}) + "\n")
     try:
-        used, predict, names = choose_model(Path.cwd(), args.model, args.name)
+        root = Path.cwd()
+        used, predict, names = choose_model(root, tracking_uri(root), args.model, args.name)
     except PipelineError as err:
         fail(err)
     print(f"model: {used}")

@@ -25,20 +25,21 @@ from pipeline.tracking.store import DEFAULT_EXPERIMENT, experiment_id, tracking_
 VALIDATION, TEST = "val_accuracy", "test_accuracy"
 
 
-def best_run(root: Path, experiment: str, filter_string: str) -> tuple[Any, str]:
-    """The best finished run of `experiment` matching `filter_string`, and the metric that
-    chose it: `val_accuracy` when every such run has it, else `test_accuracy`.
+def best_run(uri: str, experiment: str, filter_string: str) -> tuple[Any, str]:
+    """The best finished run of `experiment` (in the store at `uri`) matching `filter_string`,
+    and the metric that chose it: `val_accuracy` when every such run has it, else
+    `test_accuracy`.
 
     Raises:
         PipelineError: no experiment, or no run matches (one line).
     """
     where = " and ".join(f for f in ("attributes.status = 'FINISHED'", filter_string) if f)
     try:
-        runs = search_runs(root, experiment, where, [], 10000)
+        runs = search_runs(uri, experiment, where, [], 10000)
     except ValueError as err:
         raise PipelineError(f"--filter {filter_string!r}: {err}") from None
     if runs is None:
-        raise PipelineError(f"no experiment {experiment!r} in {tracking_uri(root)}")
+        raise PipelineError(f"no experiment {experiment!r} in {uri}")
     runs = [r for r in runs if TEST in r.data.metrics]
     if not runs:
         raise PipelineError(
@@ -74,11 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.filter and not args.best:
         parser.error("--filter goes with --best")
-    root = Path.cwd()
+    uri = tracking_uri(Path.cwd())
     try:
-        experiment_id(root, args.experiment)  # the store answers, in seconds
+        experiment_id(uri, args.experiment)  # the store answers, in seconds
         if args.best:
-            run, metric = best_run(root, args.experiment, args.filter)
+            run, metric = best_run(uri, args.experiment, args.filter)
             print(
                 f"best run by {metric}: {run.info.run_name} ({run.info.run_id}), "
                 f"{metric} {run.data.metrics[metric]:.4f}"
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             run_id = run.info.run_id
         else:
             run_id = args.run_id
-        run, _ = run_model(root, run_id)
+        run, _ = run_model(uri, run_id)
         name = args.name or run.data.params.get("data.name", DEFAULT_EXPERIMENT)
-        version = register(root, run_id, name)
+        version = register(uri, run_id, name)
     except PipelineError as err:
         fail(err)
     print(

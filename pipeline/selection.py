@@ -187,10 +187,16 @@ def parent_metrics(m: dict[str, Any]) -> dict[str, float]:
 
 
 def report(
-    groups: list[dict[str, Any]], runs: list[Any], sweep_dir: Path, run_id: str, dataset: str
+    uri: str,
+    groups: list[dict[str, Any]],
+    runs: list[Any],
+    sweep_dir: Path,
+    run_id: str,
+    dataset: str,
 ) -> list[Path]:
-    """Measure the study, print its findings, record them on the parent run `run_id`; return
-    selection.md and selection.csv (under the sweep's compare/) for its artifacts."""
+    """Measure the study, print its findings, record them on the parent run `run_id` (in the
+    store at `uri`); return selection.md and selection.csv (under the sweep's compare/) for
+    its artifacts."""
     root, out = Path.cwd(), sweep_dir / "compare"
     configs = configurations(groups, runs, sweep_dir, root, dataset)
     m = measure(configs)
@@ -202,6 +208,6 @@ def report(
     write_text(out / "selection.csv", table.to_csv(index=False, lineterminator="\n"))
     tags = {"selection.test_pick": configs[m["by_test"]]["config"],
             "selection.val_pick": configs[m["by_val"]]["config"]}  # fmt: skip
-    record_on_run(root, run_id, metrics=parent_metrics(m), tags=tags)
+    record_on_run(uri, run_id, metrics=parent_metrics(m), tags=tags)
     print("\n".join(lines))
     return [out / "selection.md", out / "selection.csv"]

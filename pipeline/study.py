@@ -22,11 +22,11 @@ from pipeline.tracking.search import metric_history
 EPOCH_METRICS = ("train_accuracy", "test_accuracy", "train_loss", "test_loss")
 
 
-def _epoch_rows(group: dict[str, Any]) -> list[dict[str, Any]]:
+def _epoch_rows(uri: str, group: dict[str, Any]) -> list[dict[str, Any]]:
     """Per epoch, mean and std over the group's runs of the epoch metrics and the gap."""
     runs = []
     for run_id in group["run_ids"]:
-        curves = {k: metric_history(Path.cwd(), run_id, f"epoch/{k}") for k in EPOCH_METRICS}
+        curves = {k: metric_history(uri, run_id, f"epoch/{k}") for k in EPOCH_METRICS}
         if all(curves.values()):
             runs.append(curves)
     if not runs:
@@ -69,17 +69,19 @@ def _param_rows(groups: list[dict[str, Any]], x_key: str) -> list[dict[str, Any]
     return sorted(rows, key=lambda r: r["x"])
 
 
-def study_report(groups: list[dict[str, Any]], x_key: str, out: Path, title: str) -> list[Path]:
+def study_report(
+    uri: str, groups: list[dict[str, Any]], x_key: str, out: Path, title: str
+) -> list[Path]:
     """Write study.png and study.csv under `out`: train and test accuracy and their gap, mean
     ± std over seeds, against the swept param `x_key` (one point per configuration), or
     against the epoch (`x_key` "epoch": the first, best, configuration's runs, their train and
-    test loss too); return them.
+    test loss too, read from the store at `uri`); return them.
 
     Raises:
         ValueError: `x_key` is neither "epoch" nor a param of the runs.
         NoRunsError: "epoch", and the runs logged no per-epoch metrics.
     """
-    rows = _epoch_rows(groups[0]) if x_key == "epoch" else _param_rows(groups, x_key)
+    rows = _epoch_rows(uri, groups[0]) if x_key == "epoch" else _param_rows(groups, x_key)
     columns = ("x", "n", *(c for c in rows[0] if c not in ("x", "n")))
     table = pd.DataFrame(rows, columns=list(columns))
     write_text(out / "study.csv", table.to_csv(index=False, lineterminator="\n"))

@@ -28,11 +28,13 @@ from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
 from pipeline.tracking.liveness import Heartbeat
 from pipeline.tracking.search import child_runs, create_run, end_run, log_artifacts_to
-from pipeline.tracking.store import DEFAULT_EXPERIMENT, tracking_uri
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, connect, tracking_uri
 
 PARENT_FILE = "mlflow_parent.json"
-# The parent run of a sweep in progress in this process, to close if the sweep is interrupted.
+# The parent run of a sweep in progress in this process, to close if the sweep is interrupted,
+# and its store's URI.
 open_parent: str | None = None
+_parent_uri = ""
 # Its heartbeat, while the sweep runs (`python -m pipeline.tracking reap`).
 _parent_beat: Heartbeat | None = None
 
@@ -101,18 +103,20 @@ class MlflowSweep(Callback):
             from pipeline.search.report import parent_run
 
             name, tags = parent_run(config)
+        # Jobs may choose other datasets (data=mnist,fashion_mnist): the parent goes to the
+        # experiment of the sweep's own config, each job's run to its own.
+        experiment = OmegaConf.select(config, "tracking.experiment") or DEFAULT_EXPERIMENT
+        # First: it creates the store safely, and refuses a user who may not add runs there.
+        store = connect(Path.cwd(), experiment)
         run_id = create_run(
-            Path.cwd(),
-            # Jobs may choose other datasets (data=mnist,fashion_mnist): the parent goes to
-            # the experiment of the sweep's own config, each job's run to its own.
-            OmegaConf.select(config, "tracking.experiment") or DEFAULT_EXPERIMENT,
+            store,
             run_name=name,
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides, **tags},
         )
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id})
-        global open_parent, _parent_beat
-        open_parent = run_id
-        _parent_beat = Heartbeat(tracking_uri(Path.cwd()), run_id)
+        global open_parent, _parent_uri, _parent_beat
+        open_parent, _parent_uri = run_id, store.uri
+        _parent_beat = Heartbeat(store.uri, run_id)
         atexit.register(_close_aborted)
         print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
@@ -123,11 +127,12 @@ class MlflowSweep(Callback):
         run_id = parent_run_id(sweep_dir)
         if run_id is None:
             return
-        children = child_runs(Path.cwd(), run_id)
+        uri = tracking_uri(Path.cwd())
+        children = child_runs(uri, run_id)
         if searching(config):
             from pipeline.search.report import finish
 
-            self._end(config, run_id, *finish(config, run_id, children))
+            self._end(config, uri, run_id, *finish(config, uri, run_id, children))
             return
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
@@ -139,28 +144,37 @@ class MlflowSweep(Callback):
             groups = compare.group_rows(compare.rows_of(evaluated))
             title = f"sweep of {len(children)} jobs: {len(groups)} configurations"
             out = sweep_dir / "compare"
-            report = compare.write_groups_report(groups, out, title)
+            report = compare.write_groups_report(uri, groups, out, title)
             # A study preset's sweep: its jobs against the key it varies (or per epoch).
             name = OmegaConf.select(config, "study.name")
             if x := OmegaConf.select(config, "study.x"):
-                report += study.study_report(groups, x, out, f"study {name}")
+                report += study.study_report(uri, groups, x, out, f"study {name}")
             if name == selection.STUDY:  # its picks on test and on validation, scored
-                report += selection.report(groups, evaluated, sweep_dir, run_id, config.data.name)
-            log_artifacts_to(Path.cwd(), run_id, report, "compare")
+                report += selection.report(
+                    uri, groups, evaluated, sweep_dir, run_id, config.data.name
+                )
+            log_artifacts_to(uri, run_id, report, "compare")
         status = "FAILED" if failed or len(children) < jobs else "FINISHED"
         jobs_tag = f"{len(children) - len(failed)} of {jobs} finished"
         # A parallel launcher keeps each job's output in its own log: say here which jobs
         # failed and why.
         lines = _failures(sweep_dir, list(config.hydra.overrides.task), children)
-        self._end(config, run_id, status, jobs_tag, lines)
+        self._end(config, uri, run_id, status, jobs_tag, lines)
 
     def _end(
-        self, config: DictConfig, run_id: str, status: str, jobs: str, lines: tuple = ()
+        self,
+        config: DictConfig,
+        uri: str,
+        run_id: str,
+        status: str,
+        jobs: str,
+        lines: tuple = (),
     ) -> None:
-        """Close the parent run with `status`, its tag `jobs`, and say so (and `lines`)."""
+        """Close the parent run in the store at `uri` with `status`, its tag `jobs`, and say
+        so (and `lines`)."""
         sweep_dir = Path(config.hydra.sweep.dir)
         _stop_beat()
-        end_run(Path.cwd(), run_id, status, {"jobs": jobs})
+        end_run(uri, run_id, status, {"jobs": jobs})
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
         global open_parent
         open_parent = None
@@ -204,7 +218,7 @@ def _close_open_parent(status: str, reason: str) -> None:
     global open_parent
     _stop_beat()
     if open_parent is not None:
-        end_run(Path.cwd(), open_parent, status, {"error": reason})
+        end_run(_parent_uri, open_parent, status, {"error": reason})
         open_parent = None
 
 

@@ -371,9 +371,13 @@ def test_planning_seeds_per_configuration() -> None:
         compare.plan_seeds(compare.group_rows(ROWS[9:]), 0.001)
 
 
+# A study against a param reads no store (only one against the epoch reads runs' curves).
+NO_STORE = "sqlite:///no-store-read.db"
+
+
 def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
     groups = compare.group_rows([r for r in ROWS if r["activation"] in ("elu", "relu")])
-    paths = study.study_report(groups, "model.hidden_units", tmp_path, "units")
+    paths = study.study_report(NO_STORE, groups, "model.hidden_units", tmp_path, "units")
     assert paths == [tmp_path / "study.png", tmp_path / "study.csv"]
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
@@ -381,7 +385,7 @@ def test_study_takes_its_x_from_the_swept_param(tmp_path: Path) -> None:
     assert float(rows[1]["test_accuracy_mean"]) == pytest.approx(0.98)
     assert list(rows[0])[:4] == ["x", "n", "train_accuracy_mean", "train_accuracy_std"]
     with pytest.raises(ValueError, match="x 'units' is not a param of the runs; valid: epoch, "):
-        study.study_report(groups, "units", tmp_path, "units")
+        study.study_report(NO_STORE, groups, "units", tmp_path, "units")
 
 
 def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_path: Path) -> None:
@@ -399,7 +403,7 @@ def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_pat
         noisy("0.4", 0, 0.7, 0.9),
         noisy("0.4", 1, 0.8, 0.92),
     ]
-    study.study_report(compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
+    study.study_report(NO_STORE, compare.group_rows(runs), "data.label_noise", tmp_path, "noise")
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["x"]) for r in rows] == [0.0, 0.4]
@@ -408,7 +412,7 @@ def test_a_label_noise_study_shows_train_accuracy_on_the_true_labels_too(tmp_pat
     assert float(rows[1]["train_accuracy_mean"]) == pytest.approx(0.75)
     # Runs without label noise have no such column.
     groups = compare.group_rows(ROWS[:6])
-    study.study_report(groups, "model.hidden_units", tmp_path, "units")
+    study.study_report(NO_STORE, groups, "model.hidden_units", tmp_path, "units")
     assert "train_clean_accuracy_mean" not in (tmp_path / "study.csv").read_text()
 
 
@@ -449,7 +453,9 @@ def seeds(tracking_store: str) -> str:
     return name
 
 
-def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> None:
+def test_report_of_seeds_from_the_store(
+    seeds: str, tracking_store: str, tmp_path: Path, capsys
+) -> None:
     compare.main(["--experiment", seeds, "--out", str(tmp_path)])
     printed = capsys.readouterr().out
     assert "Welch's t-test" in printed and "Holm-adjusted over 1 comparisons" in printed
@@ -466,7 +472,7 @@ def test_report_of_seeds_from_the_store(seeds: str, tmp_path: Path, capsys) -> N
     assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.98)
     assert rows[1]["test_accuracy_std"] == "" and rows[1]["test_accuracy_ci_low"] == ""
     assert (
-        compare.rule(compare.group_rows(compare.rows_of(compare.find_runs(seeds))))
+        compare.rule(compare.group_rows(compare.rows_of(compare.find_runs(tracking_store, seeds))))
         in (tmp_path / "table.md").read_text()
     )
     for name in ("accuracy.png", "curves.png"):
@@ -504,9 +510,11 @@ def test_detect_prints_the_seeds_each_configuration_needs_and_writes_nothing(
     assert not out.exists()
 
 
-def test_study_per_epoch_uses_the_epochs_every_run_has(seeds: str, tmp_path: Path) -> None:
-    groups = compare.group_rows(compare.rows_of(compare.find_runs(seeds)))
-    study.study_report(groups, "epoch", tmp_path, "elu per epoch")
+def test_study_per_epoch_uses_the_epochs_every_run_has(
+    seeds: str, tracking_store: str, tmp_path: Path
+) -> None:
+    groups = compare.group_rows(compare.rows_of(compare.find_runs(tracking_store, seeds)))
+    study.study_report(tracking_store, groups, "epoch", tmp_path, "elu per epoch")
     with open(tmp_path / "study.csv") as f:
         rows = list(csv.DictReader(f))
     # elu's runs: one stopped after 2 epochs.
@@ -586,7 +594,10 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
 
 @pytest.mark.slow
 def test_ui_link_opens_the_mnist_runs_in_the_model_training_view(store: dict) -> None:
-    code = "import pathlib, pipeline.tracking.search as t; print(t.ui_link(pathlib.Path(), 5055))"
+    code = (
+        "import pathlib, pipeline.tracking.search as t, pipeline.tracking.store as s;"
+        "print(t.ui_link(s.tracking_uri(pathlib.Path()), 5055))"
+    )
     result = run(store["root"], store["env"], "-c", code)
     experiment = client(store).get_experiment_by_name("mnist").experiment_id
     assert result.stdout.strip() == (

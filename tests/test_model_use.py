@@ -109,11 +109,11 @@ def test_register_best_ranks_as_compare_does(tracking_store: str) -> None:
 
     on_val = logged(val_accuracy=0.985, test_accuracy=0.978)
     on_test = logged(val_accuracy=0.980, test_accuracy=0.981)
-    run, metric = best_run(Path.cwd(), name, "")
+    run, metric = best_run(tracking_store, name, "")
     assert (run.info.run_id, metric) == (on_val, "val_accuracy")
     # One run without a validation score: nothing is ranked on validation.
     logged(test_accuracy=0.979)
-    run, metric = best_run(Path.cwd(), name, "")
+    run, metric = best_run(tracking_store, name, "")
     assert (run.info.run_id, metric) == (on_test, "test_accuracy")
 
 

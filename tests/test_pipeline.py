@@ -317,7 +317,7 @@ def test_default_store_is_sqlite_at_the_project_root(
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     uri = tracking_uri(tmp_path)
-    assert store._artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
+    assert store.artifact_location(uri) == (tmp_path.resolve() / "mlruns").as_uri()
 
 
 def test_importing_tracking_changes_no_environment(tmp_path: Path) -> None:

@@ -37,8 +37,9 @@ def trials_table(study: Any) -> pd.DataFrame:
     return pd.DataFrame([row for _, row in rows], columns=columns)
 
 
-def show(name: str, storage: str | None = None) -> None:
-    """Print the study's trials, ranked, and its latest final runs' summary.
+def show(uri: str, name: str, storage: str | None = None) -> None:
+    """Print the study's trials, ranked, and its latest final runs' summary (from the tracking
+    store at `uri`).
 
     Raises:
         ConfigError: no such study in the storage (one line naming the studies there).
@@ -49,7 +50,7 @@ def show(name: str, storage: str | None = None) -> None:
     print(f"study {name} in {url}: {len(study.trials)} trials, the value {objective}")
     table = trials_table(study)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    finals = runs_tagged(Path.cwd(), {"search.study": name, "search.final": "true"})
+    finals = runs_tagged(uri, {"search.study": name, "search.final": "true"})
     if finals:  # the latest invocation's: its parent run holds them
         parent = finals[0].data.tags.get("mlflow.parentRunId")
         finals = [r for r in finals if r.data.tags.get("mlflow.parentRunId") == parent]

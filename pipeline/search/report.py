@@ -46,16 +46,16 @@ def _asked(sweep_dir: Path) -> list[int]:
     return json.loads(path.read_text())["trials"] if path.is_file() else []
 
 
-def finish(config: DictConfig, run_id: str, children: list[Any]) -> tuple[str, str]:
-    """Report the search on its parent run; return its status and a summary for its tag
-    `jobs`. FAILED when a final run failed or is missing; trials that failed or were
-    pruned are the search's findings, not its failure."""
+def finish(config: DictConfig, uri: str, run_id: str, children: list[Any]) -> tuple[str, str]:
+    """Report the search on its parent run (in the store at `uri`); return its status and a
+    summary for its tag `jobs`. FAILED when a final run failed or is missing; trials that
+    failed or were pruned are the search's findings, not its failure."""
     cfg = task_config(config)
     study = open_study(cfg)
-    root, sweep_dir = Path.cwd(), Path(config.hydra.sweep.dir)
+    sweep_dir = Path(config.hydra.sweep.dir)
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     asked = [n for n in _asked(sweep_dir) if n in trials]
-    _tag_trial_runs(root, children, trials)
+    _tag_trial_runs(uri, children, trials)
     states = Counter(trials[n].state.name for n in asked)
     summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     tags = {"search.trials": _numbers(asked), "search.states": summary}
@@ -63,10 +63,10 @@ def finish(config: DictConfig, run_id: str, children: list[Any]) -> tuple[str, s
     files, note = _artifacts(study, sweep_dir / "search")
     if note:
         tags["search.importances"] = note
-    log_artifacts_to(root, run_id, files, "search")
+    log_artifacts_to(uri, run_id, files, "search")
     finals = [c for c in children if c.data.tags.get("search.final") == "true"]
     final_metrics, line = final_summary(finals)
-    record_on_run(root, run_id, params, {**metrics, **final_metrics}, tags)
+    record_on_run(uri, run_id, params, {**metrics, **final_metrics}, tags)
     print(f"search {study.study_name}: trials {_numbers(asked)}: {summary}")
     if line:
         print(line)
@@ -83,7 +83,7 @@ def _numbers(numbers: list[int]) -> str:
     return ",".join(map(str, numbers))
 
 
-def _tag_trial_runs(root: Path, children: list[Any], trials: dict[int, Any]) -> None:
+def _tag_trial_runs(uri: str, children: list[Any], trials: dict[int, Any]) -> None:
     """Each trial's run tagged with how the study recorded it, and the epochs it ran."""
     for run in children:
         number = run.data.tags.get("search.trial")
@@ -93,7 +93,7 @@ def _tag_trial_runs(root: Path, children: list[Any], trials: dict[int, Any]) -> 
         tags = {"search.state": trial.state.name}
         if "epochs" in trial.user_attrs:
             tags["search.epochs"] = str(trial.user_attrs["epochs"])
-        record_on_run(root, run.info.run_id, tags=tags)
+        record_on_run(uri, run.info.run_id, tags=tags)
 
 
 def _best(study: Any) -> tuple[dict[str, str], dict[str, float]]:

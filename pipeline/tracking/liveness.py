@@ -21,11 +21,11 @@ from typing import Any
 
 from pipeline.tracking.store import (
     Store,
-    _failure,
-    _quick_answers,
-    _store_errors,
     configure_client,
+    failure,
+    quick_answers,
     retrying,
+    store_errors,
 )
 
 HEARTBEAT = "heartbeat"
@@ -198,12 +198,12 @@ def reap_command(uri: str, stale_minutes: float) -> None:
         print(f"reaped 0 vanished runs: no store at {uri}")
         return
     try:
-        with _quick_answers():  # a store that is down fails in seconds
+        with quick_answers():  # a store that is down fails in seconds
             client = _client(uri)
             experiments = [e.experiment_id for e in retrying(client.search_experiments)]
             found = reap(uri, experiments, stale_minutes)
-    except _store_errors() as err:
-        raise _failure(uri, err) from None
+    except store_errors() as err:
+        raise failure(uri, err) from None
     for run in found:
         print(f"{run.run_id} {run.run_name}: FAILED, {run.reason}")
     print(f"reaped {len(found)} vanished run(s) in {uri} (stale after {stale_minutes:g} min)")

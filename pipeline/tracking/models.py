@@ -16,7 +16,6 @@ from pipeline.tracking.store import (
     configure_client,
     experiment_id,
     retrying,
-    tracking_uri,
 )
 
 # The project's package, shipped with each logged model (MLflow's `code_paths`): the model's
@@ -69,19 +68,19 @@ def _registry_failure(err: BaseException) -> TrackingError:
     return TrackingError(f"MLflow: {str(err).splitlines()[0]}")
 
 
-def run_model(root: Path, run_id: str) -> tuple[Any, str]:
-    """A run and the id of the model it logged.
+def run_model(uri: str, run_id: str) -> tuple[Any, str]:
+    """A run of the store at `uri` and the id of the model it logged.
 
     Raises:
         TrackingError: no such run in the store, or the run logged no model.
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(root)
+    client = _client(uri)
     try:
         run = retrying(client.get_run, run_id)
     except MlflowException:
-        raise TrackingError(f"no run {run_id} in {tracking_uri(root)}") from None
+        raise TrackingError(f"no run {run_id} in {uri}") from None
     models = retrying(
         client.search_logged_models,
         experiment_ids=[run.info.experiment_id],
@@ -93,15 +92,16 @@ def run_model(root: Path, run_id: str) -> tuple[Any, str]:
     return run, models[-1].model_id
 
 
-def register(root: Path, run_id: str, name: str, alias: str = CHAMPION) -> int:
-    """Register the model run `run_id` logged as a new version of `name`, and point `alias`
-    at it. Returns the version."""
+def register(uri: str, run_id: str, name: str, alias: str = CHAMPION) -> int:
+    """Register the model run `run_id` logged as a new version of `name` in the store at `uri`
+    (checked by the caller, `experiment_id`), and point `alias` at it. Returns the version."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    experiment_id(root, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
-    _, model_id = run_model(root, run_id)
-    client = _client(root)
+    _, model_id = run_model(uri, run_id)
+    client = _client(uri)
+    # mlflow.register_model takes no store: it registers in MLflow's process-wide one.
+    mlflow.set_tracking_uri(uri)
     try:
         version = mlflow.register_model(f"models:/{model_id}", name)
         retrying(client.set_registered_model_alias, name, alias, version.version)
@@ -110,28 +110,30 @@ def register(root: Path, run_id: str, name: str, alias: str = CHAMPION) -> int:
     return int(version.version)
 
 
-def alias_uri(root: Path, name: str, alias: str = CHAMPION) -> str | None:
-    """`models:/<name>@<alias>` if the registry has that alias, else None."""
+def alias_uri(uri: str, name: str, alias: str = CHAMPION) -> str | None:
+    """`models:/<name>@<alias>` if the registry of the store at `uri` has that alias, else
+    None."""
     from mlflow.exceptions import MlflowException
 
-    experiment_id(root, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
+    experiment_id(uri, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
     try:
-        _client(root).get_model_version_by_alias(name, alias)
+        _client(uri).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
     return f"models:/{name}@{alias}"
 
 
-def load_model(root: Path, uri: str) -> tuple[Any, dict[str, Any]]:
-    """An MLflow model (`models:/...`, `runs:/...`) as `python_function`: its `predict`, and
-    the metadata it was logged with."""
+def load_model(uri: str, model: str) -> tuple[Any, dict[str, Any]]:
+    """An MLflow model (`models:/...`, `runs:/...`) of the store at `uri` as
+    `python_function`: its `predict`, and the metadata it was logged with."""
     configure_client()  # before MLflow's first request
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(tracking_uri(root))
+    # mlflow.pyfunc.load_model takes no store: it resolves the model in the process-wide one.
+    mlflow.set_tracking_uri(uri)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        loaded = mlflow.pyfunc.load_model(model)
     except (MlflowException, OSError) as err:
-        raise TrackingError(f"cannot load {uri}: {str(err).splitlines()[0]}") from None
-    return model.predict, dict(model.metadata.metadata or {})
+        raise TrackingError(f"cannot load {model}: {str(err).splitlines()[0]}") from None
+    return loaded.predict, dict(loaded.metadata.metadata or {})

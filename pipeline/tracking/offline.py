@@ -23,7 +23,7 @@ from pipeline.tracking.runs import (
     log_params,
     per_class_key,
 )
-from pipeline.tracking.store import _experiment_id, retrying, tracking_uri
+from pipeline.tracking.store import experiment_id, retrying, tracking_uri
 
 
 def _evaluation_metrics(paths: Paths) -> dict[str, float]:
@@ -61,14 +61,14 @@ def log_job(out: Path) -> str:
         names = ", ".join(str(p.relative_to(out)) for p in missing)
         raise TrackingError(f"{out} holds no finished run (no {names})")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or record["tracking_uri"]
-    exp_id = _experiment_id(uri, record["experiment"])
-    known = _run_exists(record["run_id"])
+    exp_id = experiment_id(uri, record["experiment"])
+    known = _run_exists(uri, record["run_id"])
     run_args = {"run_id": record["run_id"]} if known else {
         "experiment_id": exp_id, "run_name": record["run_name"],
         "tags": {**record["tags"], "logged_from": str(out)},
     }  # fmt: skip
     with _recording(retrying)(mlflow.start_run, **run_args) as run:
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(uri)
         if not known:
             log_params(record["params"])
             log_datasets(record["datasets"]["source"], record["datasets"]["splits"])

@@ -21,22 +21,22 @@ from pipeline.tracking.liveness import Heartbeat
 from pipeline.tracking.models import _log_model
 from pipeline.tracking.store import (
     Store,
-    _failure,
-    _quick_answers,
-    _store_errors,
     configure_client,
+    failure,
+    quick_answers,
     retrying,
+    store_errors,
 )
 
 T = TypeVar("T")
 
 
-def _run_exists(run_id: str) -> bool:
+def _run_exists(uri: str, run_id: str) -> bool:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.MlflowClient().get_run(run_id)
+        mlflow.MlflowClient(uri).get_run(run_id)
     except MlflowException:
         return False
     return True
@@ -52,8 +52,8 @@ def _recording(call: Callable[..., T]) -> Callable[..., T]:
             return call(*args, **kwargs)
         except TrackingError:
             raise
-        except _store_errors() as err:
-            raise _failure(active_uri(), err, "lost") from None
+        except store_errors() as err:
+            raise failure(active_uri(), err, "lost") from None
 
     return wrapper
 
@@ -73,7 +73,7 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
     configure_client()
     mlflow.set_tracking_uri(store.uri)
     run_id = start_run_args.get("run_id")
-    if run_id and not _run_exists(run_id):
+    if run_id and not _run_exists(store.uri, run_id):
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
         print(f"MLflow run {run_id} is not in {store.uri}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
@@ -90,16 +90,16 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
         _settle_background()
     except TrackingError:
         # The store failed: say nothing more to it than one quick attempt to close the run.
-        with _quick_answers(), contextlib.suppress(*_store_errors()):
+        with quick_answers(), contextlib.suppress(*store_errors()):
             mlflow.end_run("FAILED")
         raise
     except BaseException as err:
         killed = isinstance(err, KeyboardInterrupt)  # Ctrl-C, or SIGTERM (see pipeline.cli)
-        with contextlib.suppress(*_store_errors()):
+        with contextlib.suppress(*store_errors()):
             mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
             mlflow.end_run("KILLED" if killed else "FAILED")
         if mlflow.active_run() is not None:  # the store failed as well: let the run go
-            with _quick_answers(), contextlib.suppress(*_store_errors()):
+            with quick_answers(), contextlib.suppress(*store_errors()):
                 mlflow.end_run("FAILED")
         raise
     _recording(mlflow.end_run)()

@@ -1,4 +1,9 @@
-"""Runs by id and runs read back: sweeps' parent runs, reports, the UI's link."""
+"""Runs by id and runs read back: sweeps' parent runs, reports, the UI's link.
+
+Each takes the store: its URI (`tracking_uri`, found once by the command's entry point), or
+for `create_run` the checked `Store`; each uses a client of that store, not MLflow's
+process-wide tracking URI.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +13,40 @@ from typing import Any
 
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
-    _experiment_id,
+    Store,
     configure_client,
     experiment_id,
     retrying,
-    tracking_uri,
 )
 
 
-def _client(root: Path) -> Any:
+def _client(uri: str) -> Any:
     configure_client()  # before MLflow's first request
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri(root))
+    return mlflow.MlflowClient(uri)
 
 
-def create_run(root: Path, experiment: str, run_name: str, tags: dict[str, str]) -> str:
-    """A new run in `experiment`, left open (a sweep's parent); its id."""
-    # First: it creates the store safely, and refuses a user who may not add runs there.
-    exp_id = _experiment_id(tracking_uri(root), experiment, writing=True)
-    run = retrying(_client(root).create_run, exp_id, run_name=run_name, tags=tags)
+def create_run(store: Store, run_name: str, tags: dict[str, str]) -> str:
+    """A new run in the checked `store`'s experiment (`connect`), left open (a sweep's
+    parent); its id."""
+    client = _client(store.uri)
+    run = retrying(client.create_run, store.experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id
 
 
-def child_runs(root: Path, parent_id: str) -> list[Any]:
+def child_runs(uri: str, parent_id: str) -> list[Any]:
     """The runs tagged as children of `parent_id` (a sweep's jobs), in any experiment: jobs
     on other datasets log to their dataset's."""
-    client = _client(root)
+    client = _client(uri)
     experiments = [e.experiment_id for e in retrying(client.search_experiments)]
     children = f"tags.mlflow.parentRunId = '{parent_id}'"
     return retrying(client.search_runs, experiments, filter_string=children, max_results=10000)
 
 
-def runs_tagged(root: Path, tags: dict[str, str]) -> list[Any]:
+def runs_tagged(uri: str, tags: dict[str, str]) -> list[Any]:
     """The runs holding all of `tags`, in any experiment, the newest first."""
-    client = _client(root)
+    client = _client(uri)
     experiments = [e.experiment_id for e in retrying(client.search_experiments)]
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     return retrying(
@@ -50,28 +54,28 @@ def runs_tagged(root: Path, tags: dict[str, str]) -> list[Any]:
     )
 
 
-def log_artifacts_to(root: Path, run_id: str, paths: list[Path], directory: str) -> None:
-    client = _client(root)
+def log_artifacts_to(uri: str, run_id: str, paths: list[Path], directory: str) -> None:
+    client = _client(uri)
     for path in paths:
         client.log_artifact(run_id, str(path), directory)
 
 
-def download_artifact(root: Path, run_id: str, path: str, dst: Path) -> Path:
+def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     """The run's artifact `path` (such as `compare/selection.md`), copied under `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(retrying(_client(root).download_artifacts, run_id, path, str(dst)))
+    return Path(retrying(_client(uri).download_artifacts, run_id, path, str(dst)))
 
 
-def end_run(root: Path, run_id: str, status: str, tags: dict[str, str]) -> None:
+def end_run(uri: str, run_id: str, status: str, tags: dict[str, str]) -> None:
     """Tag and close a run opened by `create_run`, with `status` (FINISHED, FAILED, KILLED)."""
-    client = _client(root)
+    client = _client(uri)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status)
 
 
 def record_on_run(
-    root: Path,
+    uri: str,
     run_id: str,
     params: dict[str, str] | None = None,
     metrics: dict[str, float] | None = None,
@@ -80,7 +84,7 @@ def record_on_run(
     """Log params, metrics and tags into an existing run (a sweep's parent, its children)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(root)
+    client = _client(uri)
     now = int(time.time() * 1000)
     retrying(
         client.log_batch,
@@ -92,7 +96,7 @@ def record_on_run(
 
 
 def search_runs(
-    root: Path, experiment: str, filter_string: str, order_by: list[str], max_results: int
+    uri: str, experiment: str, filter_string: str, order_by: list[str], max_results: int
 ) -> list[Any] | None:
     """The experiment's runs matching `filter_string`; None when there is no such experiment.
 
@@ -101,7 +105,7 @@ def search_runs(
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(root)
+    client = _client(uri)
     found = retrying(client.get_experiment_by_name, experiment)
     if found is None:
         return None
@@ -119,16 +123,16 @@ def search_runs(
         raise ValueError(err.message.splitlines()[0]) from None
 
 
-def metric_history(root: Path, run_id: str, key: str) -> list[float]:
+def metric_history(uri: str, run_id: str, key: str) -> list[float]:
     """A metric's values in step order (a per-epoch curve)."""
-    history = retrying(_client(root).get_metric_history, run_id, key)
+    history = retrying(_client(uri).get_metric_history, run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
-def ui_link(root: Path, port: int = 5000, experiment: str = DEFAULT_EXPERIMENT) -> str:
+def ui_link(uri: str, port: int = 5000, experiment: str = DEFAULT_EXPERIMENT) -> str:
     """An experiment's runs table in MLflow's UI, in its Model training view (MLflow 3 opens
     on its GenAI overview otherwise, where training runs do not show)."""
     return (
-        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(root, experiment)}"
+        f"http://127.0.0.1:{port}/#/experiments/{experiment_id(uri, experiment)}"
         "/runs?workflowType=machine_learning"
     )

@@ -63,8 +63,8 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root) / STORE_FILE}"
 
 
-def _artifact_location(uri: str) -> str | None:
-    """For a SQLite store, artifacts go to `mlruns/` beside the database file."""
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: for a SQLite store, `mlruns/` beside its file."""
     if uri.startswith("sqlite:///"):
         return (Path(uri.removeprefix("sqlite:///")).parent / ARTIFACTS_DIR).as_uri()
     return None  # a tracking server decides for itself
@@ -100,7 +100,7 @@ def retrying(call: Callable[..., T], *args: Any, attempts: int = 6, **kwargs: An
 
 
 @contextmanager
-def _quick_answers() -> Iterator[None]:
+def quick_answers() -> Iterator[None]:
     """MLflow's HTTP requests inside the block: one attempt, five seconds."""
     saved = {key: os.environ.get(key) for key in _QUICK}
     os.environ.update(_QUICK)
@@ -114,7 +114,7 @@ def _quick_answers() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _failure(uri: str, err: BaseException, when: str = "cannot use") -> TrackingError:
+def failure(uri: str, err: BaseException, when: str = "cannot use") -> TrackingError:
     """What went wrong with the store, in one line naming it."""
     text = str(err)
     # SQLAlchemy puts a line about its session before the database's own error.
@@ -181,9 +181,8 @@ def _check_may_write(uri: str, name: str, experiment_id: str) -> None:
         )
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
-    """What a store's failure raises: MLflow's exception (REST and SQL stores wrap theirs in
-    it), and the file system's."""
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store's failure raises: MlflowException (REST and SQL stores wrap theirs), OSError."""
     from mlflow.exceptions import MlflowException
 
     return (MlflowException, OSError)
@@ -200,17 +199,18 @@ class Store:
 
 
 def connect(root: Path, experiment: str = DEFAULT_EXPERIMENT) -> Store:
-    """Check the store (`experiment_id`) and say what was found.
+    """Check the store (`experiment_id`, for writing) and say what was found.
 
     Raises:
         TrackingError: the store cannot be used (its URI and the cause).
     """
     uri = tracking_uri(root)
-    return Store(uri, experiment, _experiment_id(uri, experiment, writing=True))
+    return Store(uri, experiment, experiment_id(uri, experiment, writing=True))
 
 
-def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at the store and return experiment `name`'s id, creating it once.
+def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT, writing: bool = False) -> str:
+    """Point MLflow at the store at `uri` and return experiment `name`'s id, creating it once;
+    with `writing`, also checked that this user may add runs to it.
 
     This is the check before any work: a store that is unreachable, refuses, or is not an
     MLflow server fails here in one line, within seconds.
@@ -218,27 +218,21 @@ def experiment_id(root: Path, name: str = DEFAULT_EXPERIMENT) -> str:
     Raises:
         TrackingError: the store cannot be used (its URI and the cause).
     """
-    return _experiment_id(tracking_uri(root), name)
-
-
-def _experiment_id(uri: str, name: str, writing: bool = False) -> str:
-    """Experiment `name`'s id in the store at `uri`; with `writing`, also checked that this
-    user may add runs to it."""
     configure_client()  # before MLflow's first request
     import mlflow
 
     mlflow.set_tracking_uri(uri)
 
     def get_or_create() -> str:
-        client = mlflow.MlflowClient()
+        client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        return client.create_experiment(name, artifact_location=_artifact_location(uri))
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
 
     try:
         if not uri.startswith("sqlite:///"):
-            with _quick_answers():
+            with quick_answers():
                 found = retrying(get_or_create)
                 if writing:
                     _check_may_write(uri, name, found)
@@ -258,7 +252,7 @@ def _experiment_id(uri: str, name: str, writing: bool = False) -> str:
     except TrackingError:
         raise
     except Exception as err:  # whatever the store's driver raised: said in one line
-        raise _failure(uri, err) from None
+        raise failure(uri, err) from None
 
 
 def _write_ahead_log(database: Path) -> None:
