@@ -21,8 +21,8 @@ from typing import Any
 
 from pipeline.tracking.store import (
     Store,
-    configure_client,
     failure,
+    mlflow_client,
     quick_answers,
     retrying,
     store_errors,
@@ -71,20 +71,13 @@ def where() -> dict[str, str]:
     return tags
 
 
-def _client(uri: str) -> Any:
-    configure_client()  # before MLflow's first request
-    import mlflow
-
-    return mlflow.MlflowClient(uri)
-
-
 class Heartbeat:
     """Tags a run with where it runs, then beats (the tag `heartbeat`, the time) every
     `BEAT_SECONDS` from a daemon thread until `stop`. The first beat is made at once, so that a
     failing store fails the start; later beats that fail are left to the next one."""
 
     def __init__(self, uri: str, run_id: str) -> None:
-        self._client, self._run_id = _client(uri), run_id
+        self._client, self._run_id = mlflow_client(uri), run_id
         self._stopped = threading.Event()
         self._beat({**where(), HEARTBEAT: _iso(time.time())})
         self._thread = threading.Thread(target=self._beating, name="heartbeat", daemon=True)
@@ -166,7 +159,7 @@ def reap(
         only_here: Only this host's runs, judged by their process alone (one query, then a
             look at /proc: what every training's start does).
     """
-    client, host = _client(uri), socket.gethostname()
+    client, host = mlflow_client(uri), socket.gethostname()
     where_clause = "attributes.status = 'RUNNING'"
     if only_here:
         where_clause += f" and tags.host = '{host}'"
@@ -199,7 +192,7 @@ def reap_command(uri: str, stale_minutes: float) -> None:
         return
     try:
         with quick_answers():  # a store that is down fails in seconds
-            client = _client(uri)
+            client = mlflow_client(uri)
             experiments = [e.experiment_id for e in retrying(client.search_experiments)]
             found = reap(uri, experiments, stale_minutes)
     except store_errors() as err:

@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import TrackingError
-from pipeline.tracking.search import _client
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
     configure_client,
     experiment_id,
+    mlflow_client,
     retrying,
 )
 
@@ -23,7 +23,7 @@ from pipeline.tracking.store import (
 PACKAGE = Path(__file__).resolve().parents[1]  # pipeline/, above this package
 
 
-def _log_model(model_file: Path, about: dict[str, Any]) -> None:
+def log_model_file(model_file: Path, about: dict[str, Any]) -> None:
     """Log the saved model as the run's MLflow model `model` (MLflow 3: a logged model, in the
     Models tab and the runs table's Models column), in MLflow's `python_function` flavor with
     its own loader and code, a signature and an input example: it loads with
@@ -76,7 +76,7 @@ def run_model(uri: str, run_id: str) -> tuple[Any, str]:
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     try:
         run = retrying(client.get_run, run_id)
     except MlflowException:
@@ -99,7 +99,7 @@ def register(uri: str, run_id: str, name: str, alias: str = CHAMPION) -> int:
     from mlflow.exceptions import MlflowException
 
     _, model_id = run_model(uri, run_id)
-    client = _client(uri)
+    client = mlflow_client(uri)
     # mlflow.register_model takes no store: it registers in MLflow's process-wide one.
     mlflow.set_tracking_uri(uri)
     try:
@@ -117,7 +117,7 @@ def alias_uri(uri: str, name: str, alias: str = CHAMPION) -> str | None:
 
     experiment_id(uri, DEFAULT_EXPERIMENT)  # the store answers (checked in seconds)
     try:
-        _client(uri).get_model_version_by_alias(name, alias)
+        mlflow_client(uri).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
     return f"models:/{name}@{alias}"

@@ -13,8 +13,6 @@ from pipeline.errors import TrackingError
 from pipeline.paths import Paths
 from pipeline.tracking.liveness import STALE_MINUTES, reap_command
 from pipeline.tracking.runs import (
-    _recording,
-    _run_exists,
     evaluation_files,
     log_artifact,
     log_datasets,
@@ -22,6 +20,8 @@ from pipeline.tracking.runs import (
     log_outputs,
     log_params,
     per_class_key,
+    recording,
+    run_exists,
 )
 from pipeline.tracking.store import experiment_id, retrying, tracking_uri
 
@@ -62,12 +62,12 @@ def log_job(out: Path) -> str:
         raise TrackingError(f"{out} holds no finished run (no {names})")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or record["tracking_uri"]
     exp_id = experiment_id(uri, record["experiment"])
-    known = _run_exists(uri, record["run_id"])
+    known = run_exists(uri, record["run_id"])
     run_args = {"run_id": record["run_id"]} if known else {
         "experiment_id": exp_id, "run_name": record["run_name"],
         "tags": {**record["tags"], "logged_from": str(out)},
     }  # fmt: skip
-    with _recording(retrying)(mlflow.start_run, **run_args) as run:
+    with recording(retrying)(mlflow.start_run, **run_args) as run:
         client = mlflow.MlflowClient(uri)
         if not known:
             log_params(record["params"])

@@ -18,11 +18,12 @@ import numpy as np
 from pipeline.errors import TrackingError
 from pipeline.paths import Paths
 from pipeline.tracking.liveness import Heartbeat
-from pipeline.tracking.models import _log_model
+from pipeline.tracking.models import log_model_file
 from pipeline.tracking.store import (
     Store,
     configure_client,
     failure,
+    mlflow_client,
     quick_answers,
     retrying,
     store_errors,
@@ -31,18 +32,18 @@ from pipeline.tracking.store import (
 T = TypeVar("T")
 
 
-def _run_exists(uri: str, run_id: str) -> bool:
-    import mlflow
+def run_exists(uri: str, run_id: str) -> bool:
+    """Whether the store at `uri` holds run `run_id`."""
     from mlflow.exceptions import MlflowException
 
     try:
-        mlflow.MlflowClient(uri).get_run(run_id)
+        mlflow_client(uri).get_run(run_id)
     except MlflowException:
         return False
     return True
 
 
-def _recording(call: Callable[..., T]) -> Callable[..., T]:
+def recording(call: Callable[..., T]) -> Callable[..., T]:
     """A logging call whose store failure is a TrackingError (one line naming the store)."""
 
     @functools.wraps(call)
@@ -73,16 +74,16 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
     configure_client()
     mlflow.set_tracking_uri(store.uri)
     run_id = start_run_args.get("run_id")
-    if run_id and not _run_exists(store.uri, run_id):
+    if run_id and not run_exists(store.uri, run_id):
         # The model came from elsewhere (another store, `dvc pull`): record in a new run.
         print(f"MLflow run {run_id} is not in {store.uri}; starting a new run")
         start_run_args = {**start_run_args, "run_id": None, "tags": {"trained_in_run": run_id}}
-    start = _recording(retrying)
+    start = recording(retrying)
     run = start(mlflow.start_run, experiment_id=store.experiment_id, **start_run_args)
     _background.clear()  # a batch of an earlier run of this process is that run's
     try:
         # Where it runs and a beat while it does: `reap` ends it if its process vanishes.
-        beat = _recording(Heartbeat)(store.uri, run.info.run_id)
+        beat = recording(Heartbeat)(store.uri, run.info.run_id)
         try:
             yield run
         finally:
@@ -102,7 +103,7 @@ def active_run(store: Store, **start_run_args: Any) -> Iterator[Any]:
             with quick_answers(), contextlib.suppress(*store_errors()):
                 mlflow.end_run("FAILED")
         raise
-    _recording(mlflow.end_run)()
+    recording(mlflow.end_run)()
 
 
 def log_to_run(
@@ -146,7 +147,7 @@ def epoch_history(run_id: str) -> dict[str, list[float]]:
 # The active run's records (inside `active_run`). A store that fails raises TrackingError.
 
 
-@_recording
+@recording
 def log_params(params: dict[str, Any]) -> None:
     import mlflow
 
@@ -158,7 +159,7 @@ def log_params(params: dict[str, Any]) -> None:
 _background: list[tuple[Any, dict[str, float], int | None]] = []
 
 
-@_recording
+@recording
 def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool = True) -> None:
     """Log into the active run; with `wait=False` in the background, so that the store's
     latency never stalls training (the run's end checks that each batch was recorded)."""
@@ -171,7 +172,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None, wait: bool =
                             metrics, step))  # fmt: skip
 
 
-@_recording
+@recording
 def _settle_background() -> None:
     """Wait for the metrics logged in the background, and log again, in the foreground, each
     batch the store refused (MLflow's logging thread only says so in its log): a run never
@@ -191,28 +192,28 @@ def _settle_background() -> None:
                   file=sys.stderr)  # fmt: skip
 
 
-@_recording
+@recording
 def set_tags(tags: dict[str, str]) -> None:
     import mlflow
 
     retrying(mlflow.set_tags, tags)
 
 
-@_recording
+@recording
 def log_artifact(path: Path, directory: str | None = None) -> None:
     import mlflow
 
     retrying(mlflow.log_artifact, str(path), directory)
 
 
-@_recording
+@recording
 def log_text(text: str, name: str) -> None:
     import mlflow
 
     retrying(mlflow.log_text, text, name)
 
 
-@_recording
+@recording
 def log_datasets(source: str, splits: list[list]) -> None:
     """Record the data the active run used as MLflow dataset inputs (the runs table's Dataset
     column): each split's name, a digest of its content, where it came from, its shape.
@@ -262,7 +263,7 @@ def per_class_key(index: int) -> str:
     return f"test_accuracy_class_{index}"
 
 
-@_recording
+@recording
 def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     """Log what training left in the job directory into the active run: the fit metrics,
     learning curves and history, config, model summary, and the model (MLflow's format)."""
@@ -273,7 +274,7 @@ def log_outputs(paths: Paths, record: dict[str, Any]) -> None:
     log_text(record["config"], "config.yaml")
     log_text(record["model_summary"], "model_summary.txt")
     # One attempt: a second would log a second model.
-    _log_model(paths.model, record["model"])
+    log_model_file(paths.model, record["model"])
 
 
 def evaluation_files(paths: Paths, tested: bool = True) -> list[tuple[Path, str | None]]:

@@ -14,23 +14,16 @@ from typing import Any
 from pipeline.tracking.store import (
     DEFAULT_EXPERIMENT,
     Store,
-    configure_client,
     experiment_id,
+    mlflow_client,
     retrying,
 )
-
-
-def _client(uri: str) -> Any:
-    configure_client()  # before MLflow's first request
-    import mlflow
-
-    return mlflow.MlflowClient(uri)
 
 
 def create_run(store: Store, run_name: str, tags: dict[str, str]) -> str:
     """A new run in the checked `store`'s experiment (`connect`), left open (a sweep's
     parent); its id."""
-    client = _client(store.uri)
+    client = mlflow_client(store.uri)
     run = retrying(client.create_run, store.experiment_id, run_name=run_name, tags=tags)
     return run.info.run_id
 
@@ -38,7 +31,7 @@ def create_run(store: Store, run_name: str, tags: dict[str, str]) -> str:
 def child_runs(uri: str, parent_id: str) -> list[Any]:
     """The runs tagged as children of `parent_id` (a sweep's jobs), in any experiment: jobs
     on other datasets log to their dataset's."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     experiments = [e.experiment_id for e in retrying(client.search_experiments)]
     children = f"tags.mlflow.parentRunId = '{parent_id}'"
     return retrying(client.search_runs, experiments, filter_string=children, max_results=10000)
@@ -46,7 +39,7 @@ def child_runs(uri: str, parent_id: str) -> list[Any]:
 
 def runs_tagged(uri: str, tags: dict[str, str]) -> list[Any]:
     """The runs holding all of `tags`, in any experiment, the newest first."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     experiments = [e.experiment_id for e in retrying(client.search_experiments)]
     clauses = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     return retrying(
@@ -55,7 +48,7 @@ def runs_tagged(uri: str, tags: dict[str, str]) -> list[Any]:
 
 
 def log_artifacts_to(uri: str, run_id: str, paths: list[Path], directory: str) -> None:
-    client = _client(uri)
+    client = mlflow_client(uri)
     for path in paths:
         client.log_artifact(run_id, str(path), directory)
 
@@ -63,12 +56,12 @@ def log_artifacts_to(uri: str, run_id: str, paths: list[Path], directory: str) -
 def download_artifact(uri: str, run_id: str, path: str, dst: Path) -> Path:
     """The run's artifact `path` (such as `compare/selection.md`), copied under `dst`."""
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(retrying(_client(uri).download_artifacts, run_id, path, str(dst)))
+    return Path(retrying(mlflow_client(uri).download_artifacts, run_id, path, str(dst)))
 
 
 def end_run(uri: str, run_id: str, status: str, tags: dict[str, str]) -> None:
     """Tag and close a run opened by `create_run`, with `status` (FINISHED, FAILED, KILLED)."""
-    client = _client(uri)
+    client = mlflow_client(uri)
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
     client.set_terminated(run_id, status)
@@ -84,7 +77,7 @@ def record_on_run(
     """Log params, metrics and tags into an existing run (a sweep's parent, its children)."""
     from mlflow.entities import Metric, Param, RunTag
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     now = int(time.time() * 1000)
     retrying(
         client.log_batch,
@@ -105,7 +98,7 @@ def search_runs(
     """
     from mlflow.exceptions import MlflowException
 
-    client = _client(uri)
+    client = mlflow_client(uri)
     found = retrying(client.get_experiment_by_name, experiment)
     if found is None:
         return None
@@ -125,7 +118,7 @@ def search_runs(
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:
     """A metric's values in step order (a per-epoch curve)."""
-    history = retrying(_client(uri).get_metric_history, run_id, key)
+    history = retrying(mlflow_client(uri).get_metric_history, run_id, key)
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 

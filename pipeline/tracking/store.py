@@ -49,6 +49,14 @@ ARTIFACTS_DIR = "mlruns"
 _DVC_EXP_COPIES = (".dvc", "tmp", "exps")
 
 
+def mlflow_client(uri: str) -> Any:
+    """An `MlflowClient` on the store at `uri` (not MLflow's process-wide one)."""
+    configure_client()  # before MLflow's first request
+    import mlflow
+
+    return mlflow.MlflowClient(uri)
+
+
 def store_root(root: Path) -> Path:
     """The project that owns the tracking store: for a DVC queue copy, the original project."""
     parts = root.resolve().parts
