@@ -180,6 +180,17 @@ def _session_store(tracking_store: str) -> None:
         sys.modules["mlflow"].set_tracking_uri(tracking_store)
 
 
+def own_store(tmp_path: Path) -> str:
+    """The URI of a new SQLite MLflow store of a test's own, in `tmp_path`."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def command_env(uri: str | None = None) -> dict[str, str]:
+    """The environment of a pipeline command a test starts: this project importable and, with
+    `uri`, that MLflow store."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), **({"MLFLOW_TRACKING_URI": uri} if uri else {})}
+
+
 def python(
     cwd: Path, *args: str, env: dict | None = None, check: bool = True
 ) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, mlflow_server, python
+from conftest import OFFLINE, mlflow_server, own_store, python
 
 from pipeline import compare, study
 
@@ -562,7 +562,7 @@ def test_a_failed_job_fails_the_sweep_but_not_the_other_jobs(make_project, tmp_p
     import mlflow
 
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = own_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri}
     # A learning rate of 1e30 overflows the weights: the loss is NaN after the first epoch.
     result = run(

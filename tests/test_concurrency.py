@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OFFLINE, ROOT, download_model
+from conftest import OFFLINE, command_env, download_model, own_store
 
 from pipeline.errors import PipelineError
 from pipeline.train import CLAIM, claim
@@ -42,7 +42,7 @@ def _resolved_run_dir(root: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "--cfg", "hydra", "--resolve"],
         cwd=root,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env=command_env(),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -85,8 +85,8 @@ def test_four_trainings_started_together_keep_their_own_results(
     import mlflow
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    uri = own_store(tmp_path)
+    env = command_env(uri)
     started = [
         subprocess.Popen(
             [sys.executable, "-m", "pipeline.train", f"activation={a}", *SMALL],
@@ -205,8 +205,8 @@ def test_two_parallel_sweeps_lose_no_run_while_reports_and_the_ui_read_the_store
     import mlflow
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # new: both sweeps race to create it
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    uri = own_store(tmp_path)  # new: both sweeps race to create it
+    env = command_env(uri)
     sweeps = _sweeps_started(paths, env)
     reports, seen, failures = _read_while_running(sweeps, paths, env, tmp_path)
     outs = [s.communicate()[0] for s in sweeps]
@@ -264,8 +264,8 @@ def test_runs_started_together_record_the_same_dataset(tmp_path: Path) -> None:
     (Seen in a sweep of six jobs started at once, each recording the same training data.)"""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    uri = own_store(tmp_path)
+    env = command_env(uri)
     rounds, processes = 16, 6
     started = [
         subprocess.Popen(

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, ROOT, command_env, own_store
 from omegaconf import OmegaConf
 
 SMALL = [*OFFLINE, "data.train_samples=3000", "data.test_samples=1000", "model.hidden_units=[64]"]
@@ -60,7 +60,7 @@ def test_interrupted_training_ends_killed_and_leaves_no_model(
     make_project, tmp_path: Path, sig: signal.Signals, status: int
 ) -> None:
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = own_store(tmp_path)
     proc = start_cli(paths.root, *SMALL, "epochs=500", env={"MLFLOW_TRACKING_URI": uri})
     try:
         deadline = time.monotonic() + 120
@@ -93,7 +93,7 @@ def test_diverging_run_fails_with_the_epoch_and_exits_non_zero(
     make_project, tmp_path: Path
 ) -> None:
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = own_store(tmp_path)
     proc = start_cli(paths.root, *SMALL, "epochs=3", "optimizer.learning_rate=1e30",
                      env={"MLFLOW_TRACKING_URI": uri})  # fmt: skip
     _, stderr = proc.communicate(timeout=300)
@@ -145,7 +145,7 @@ def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     import mlflow
 
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = own_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri}
     args = [*SMALL, "model.hidden_units=[1024,1024]", "epochs=30"]
     proc = start_cli(paths.root, *args, env=env)
@@ -240,7 +240,7 @@ def test_unwritable_output_gives_one_line_and_a_failed_run(make_project, bad_dis
     uri = f"sqlite:///{paths.root / 'mlflow.db'}"
     proc = subprocess.run(
         [sys.executable, "-m", "pipeline.fit"],
-        cwd=paths.root, env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri},
+        cwd=paths.root, env=command_env(uri),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 1

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import OFFLINE, ROOT, python
+from conftest import OFFLINE, ROOT, own_store, python
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -71,7 +71,7 @@ def test_six_jobs_in_parallel_end_as_six_finished_runs_under_one_parent(
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
     for name in THREAD_VARS:  # the suite's own share per worker: the sweep divides the cores
         monkeypatch.delenv(name, raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = own_store(tmp_path)
     args, at_once = LAUNCHERS[launcher]
     python(
         paths.root,

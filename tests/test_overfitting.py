@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import config
+from conftest import OFFLINE, ROOT, config, own_store, python
 
 from pipeline.callbacks import heldout_set, overfitting
 from pipeline.config import CONF_DIR, compose, validate
@@ -226,10 +226,9 @@ def _study(root, uri: str, preset: str, table: str = "study") -> tuple[list, dic
 def test_study_presets_run_as_one_command_with_a_study_plot_on_the_parent(
     make_project, tmp_path
 ) -> None:
-    from conftest import OFFLINE, ROOT, python
 
     paths, _ = make_project("data.train_samples=1000", "data.test_samples=500")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {"MLFLOW_TRACKING_URI": own_store(tmp_path)}
     small = [
         *OFFLINE,
         "data.train_samples=1000",
@@ -285,10 +284,9 @@ def test_the_selection_study_picks_on_test_and_on_validation_and_scores_both_on_
     make_project, tmp_path
 ) -> None:
     import mlflow
-    from conftest import OFFLINE, ROOT, python
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env = {"MLFLOW_TRACKING_URI": own_store(tmp_path)}
     # Cut down: four configurations, one epoch on 2,000 images (200 of them validation).
     args = [*OFFLINE, "+experiment=selection", "data.train_samples=2000", "epochs=1",
             "data.test_samples=500", "model.hidden_units=[16],[64]", "activation=relu,tanh",

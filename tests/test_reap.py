@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE, ROOT, python
+from conftest import OFFLINE, command_env, own_store, python
 
 from pipeline.tracking.liveness import _iso, process_start, reap, reap_here
 from pipeline.tracking.store import Store, connect
@@ -127,8 +127,8 @@ def test_a_training_killed_with_sigkill_is_reaped_as_vanished(make_project, tmp_
     import mlflow
 
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": uri}
+    uri = own_store(tmp_path)
+    env = command_env(uri)
     job = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", *OFFLINE, "data.train_samples=2000",
          "data.test_samples=500", "model.hidden_units=[16]", "epochs=50"],

@@ -4,7 +4,6 @@ continues and that two processes share, and the pruner stopping a hopeless trial
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import OFFLINE, ROOT, python
+from conftest import OFFLINE, ROOT, command_env, own_store, python
 
 from pipeline.activations import TABLE
 from pipeline.errors import ConfigError
@@ -155,7 +154,7 @@ def test_the_final_line_says_what_the_interval_is() -> None:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
-    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return {"MLFLOW_TRACKING_URI": own_store(tmp_path)}
 
 
 def _search(project: Path, tmp_path: Path, *args: str, check: bool = True):
@@ -268,7 +267,7 @@ def test_two_processes_share_one_study_and_joblib_runs_two_trials_at_a_time(
     paths, _ = make_project("data.train_samples=2000", "data.test_samples=500")
     storage = f"search.storage=sqlite:///{tmp_path / 'optuna.db'}"
     args = ["+search=mlp", storage, *SMALL, *TINY, "search.trials=2", "search.final_seeds=0"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **_env(tmp_path)}
+    env = command_env(own_store(tmp_path))
     # The first process runs its trials two at a time in joblib's worker processes.
     launchers = {
         "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import test_tracking_server as pg
-from conftest import OFFLINE, ROOT
+from conftest import OFFLINE, command_env
 
 SLURM_VAR, REQUIRE_VAR = "MNIST_PIPELINE_SLURM", "MNIST_PIPELINE_REQUIRE_SLURM"
 DATA = ["data.train_samples=2000", "data.test_samples=500"]
@@ -60,7 +60,7 @@ def project(cluster: None, make_project) -> Path:
 
 def start(root: Path, url: str, *args: str) -> subprocess.Popen:
     """`python -m pipeline.train -m <args>` in `root`, logging to the server at `url`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": url}
+    env = command_env(url)
     return subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "-m", *args],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -208,7 +208,7 @@ def test_scancel_and_the_time_limit_end_runs_killed_saying_why_and_resume_contin
     run_id = runs["11"].info.run_id
     done = len(client.get_metric_history(run_id, "epoch/train_loss"))
     assert 1 <= done < 500
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": server["url"]}
+    env = command_env(server["url"])
     resumed = subprocess.Popen(
         [sys.executable, "-m", "pipeline.train", "seed=11", *long, "train.resume=true"],
         cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

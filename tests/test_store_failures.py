@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import (
     OFFLINE,
-    ROOT,
     assert_run_holds,
+    command_env,
     download_model,
     free_port,
     mlflow_server,
@@ -142,7 +141,7 @@ def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
     with mlflow_server(database, *server_args, env=no_jobs) as url:
         job = subprocess.Popen(
             [sys.executable, "-m", "pipeline.train", *args], cwd=paths.root,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": url},
+            env=command_env(url),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         # Stop the server once training has begun (Keras prints each epoch's line).
