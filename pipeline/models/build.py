@@ -62,7 +62,11 @@ def compile_model(
     model.compile(
         optimizer=optimizer,
         loss="categorical_crossentropy",
-        metrics=["accuracy"],
+        # What "accuracy" becomes for one-hot labels, made (with its variables) here.
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         steps_per_execution=steps_per_execution,
     )
+    # Variables made while the training step is traced make TensorFlow trace it twice, and each
+    # trace's graph stays in TensorFlow's gradient registry for the process's life.
+    optimizer.build(model.trainable_variables)
     return model
