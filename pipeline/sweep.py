@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,19 @@ from pipeline.tracking.search import child_runs, create_run, end_run, log_artifa
 from pipeline.tracking.store import DEFAULT_EXPERIMENT, connect, tracking_uri
 
 PARENT_FILE = "mlflow_parent.json"
-# The parent run of a sweep in progress in this process, to close if the sweep is interrupted,
-# and its store's URI.
-open_parent: str | None = None
-_parent_uri = ""
-# Its heartbeat, while the sweep runs (`python -m pipeline.tracking reap`).
-_parent_beat: Heartbeat | None = None
+
+
+@dataclass
+class _OpenParent:
+    """The parent run of a sweep in progress in this process, its store, and its heartbeat
+    (`python -m pipeline.tracking reap`): closed if the sweep is interrupted."""
+
+    run_id: str
+    uri: str
+    beat: Heartbeat
+
+
+_open: _OpenParent | None = None
 
 
 def _jobs(overrides: list[str], sweeper: str = BASIC_SWEEPER) -> int:
@@ -114,9 +122,8 @@ class MlflowSweep(Callback):
             tags={"sweep": "parent", "sweep_dir": str(sweep_dir), "overrides": overrides, **tags},
         )
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id})
-        global open_parent, _parent_uri, _parent_beat
-        open_parent, _parent_uri = run_id, store.uri
-        _parent_beat = Heartbeat(store.uri, run_id)
+        global _open
+        _open = _OpenParent(run_id, store.uri, Heartbeat(store.uri, run_id))
         atexit.register(_close_aborted)
         print(f"MLflow sweep run {run_id}: its jobs are its child runs", file=sys.stderr)
 
@@ -172,12 +179,13 @@ class MlflowSweep(Callback):
     ) -> None:
         """Close the parent run in the store at `uri` with `status`, its tag `jobs`, and say
         so (and `lines`)."""
+        global _open
         sweep_dir = Path(config.hydra.sweep.dir)
-        _stop_beat()
+        if _open is not None:
+            _open.beat.stop()
         end_run(uri, run_id, status, {"jobs": jobs})
         write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
-        global open_parent
-        open_parent = None
+        _open = None
         print(f"MLflow sweep run {run_id} {status} ({jobs})", file=sys.stderr)
         for line in lines:
             print(line, file=sys.stderr)
@@ -207,19 +215,12 @@ def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:
     return lines
 
 
-def _stop_beat() -> None:
-    global _parent_beat
-    if _parent_beat is not None:
-        _parent_beat.stop()
-        _parent_beat = None
-
-
 def _close_open_parent(status: str, reason: str) -> None:
-    global open_parent
-    _stop_beat()
-    if open_parent is not None:
-        end_run(_parent_uri, open_parent, status, {"error": reason})
-        open_parent = None
+    global _open
+    if _open is not None:
+        _open.beat.stop()
+        end_run(_open.uri, _open.run_id, status, {"error": reason})
+        _open = None
 
 
 def close_interrupted() -> None:
