@@ -17,10 +17,8 @@ from pipeline.cli import signals_held
 from pipeline.errors import DivergedError
 from pipeline.tracking.runs import log_metrics
 
-# Training images scored after every epoch with that epoch's final weights, as the test set
-# is: Keras' own per-epoch `accuracy` averages over the epoch while the weights change (after
-# the seed's first epoch it reads 0.924 where the test set scores 0.961), so it is no train
-# accuracy to set against a held-out one. 10,000 images give it to about +-0.1%.
+# Training images scored with each epoch's final weights, as the test set is: Keras' per-epoch
+# `accuracy` averages over weights that change. 10,000 images give it to about +-0.1%.
 TRAIN_SCORED = 10_000
 # Keras' running values, renamed: `train_loss` and `train_accuracy` are the scored ones.
 _RUNNING = {"loss": "train_running_loss", "accuracy": "train_running_accuracy"}

@@ -247,9 +247,8 @@ def _build_model(cfg: DictConfig, data: TrainingData, scope: Any, replicas: int)
     # the replicas, and applies their averaged gradient with the configured learning rate.
     batch_size = cfg.batch_size * replicas
     steps = math.ceil(len(data.x_fit) / batch_size)
-    # Many batches per call into TensorFlow: the same steps in the same order without a
-    # return to Python after each one. Under a distribution strategy Keras' multi-step loop
-    # fails ("You must feed a value for placeholder tensor", keras issue 19246).
+    # Many batches per call into TensorFlow, the same steps without returning to Python; not
+    # under a distribution strategy, where Keras' multi-step loop fails (keras issue 19246).
     per_call = 1
     if cfg.train.distribute is Distribute.none:
         per_call = min(steps, cfg.train.steps_per_execution)

@@ -193,9 +193,8 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
-# The config-group choices with their schemas. A model is its schema here, its builder in
-# pipeline/models/ and its YAML file in conf/model/ (a test checks the three agree); an
-# optimizer is its schema here, its Keras class in pipeline/models/ and conf/optimizer/.
+# The config-group choices and their schemas; each also has its builder in pipeline/models/
+# and its YAML file in conf/ (a test checks that the three agree).
 MODELS: dict[str, type] = {"mlp": MLPConfig, "cnn": CNNConfig}
 OPTIMIZERS: dict[str, type] = {"rmsprop": RMSpropConfig, "adam": AdamConfig, "sgd": SGDConfig}
 # Where the schemas live in Hydra's ConfigStore: apart from the groups' own choices, so that

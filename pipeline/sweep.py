@@ -65,9 +65,8 @@ def _parallel_jobs(config: DictConfig, cores: int) -> int:
     elif launcher.endswith("hydra_submitit_launcher.submitit_launcher.LocalLauncher"):
         workers = 0  # no limit: it starts every job it is handed at once
     else:
-        # One at a time (Hydra's basic launcher), or on other machines (SLURM), where the
-        # variables set below, exported with each job, would be wrong: there a job gets the
-        # cores SLURM binds to it.
+        # One job at a time (the basic launcher), or jobs on other machines (SLURM), where
+        # each gets the cores SLURM binds to it: the variables below would be wrong there.
         return 1
     sweeper = OmegaConf.select(config, "hydra.sweeper._target_", default=BASIC_SWEEPER)
     if searching(config):  # its trials, as many at once as the launcher runs

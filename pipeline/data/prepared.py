@@ -112,8 +112,7 @@ def read_aligned(*arrays: np.memmap) -> list[np.ndarray]:
 
     TensorFlow can take such a buffer over without copying it
     (`pipeline.models.scoring.as_tensors`): the training set (188 MB as float32) is then in
-    memory once, where handing Keras NumPy arrays kept two more copies (train-stage peak
-    1.40 GB -> 1.18 GB when this was introduced).
+    memory once, where handing Keras NumPy arrays keeps two more copies.
     """
     copies = []
     for array in arrays:

@@ -17,9 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline.activations import describe, own_args
 from pipeline.tracking.store import DEFAULT_EXPERIMENT
 
-# Keys that do not shape a run's result: the download's checksums (the data hash tag covers
-# the data), whether an interrupted run was resumed (its params must not change) and a
-# search's settings (a trial's place in it is its tags; its winner's runs group as seeds).
+# Keys that do not shape a run's result (the data hash tag covers the checksums; a resumed
+# run's params must not change; a trial's place in a search is in its tags).
 _UNLOGGED_PARAMS = ("data.idx_sha256", "data.npz_sha256", "train.resume", "search.")
 
 

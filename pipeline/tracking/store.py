@@ -27,13 +27,11 @@ def configure_client() -> None:
 
     Called where work with a store starts, not at import: importing changes no environment.
     """
-    # MLflow's asynchronous logging thread polls its queue once a second, so ending a run (or
-    # flushing) waited up to a second for it; with a buffering interval it waits on an event
-    # that ending the run sets at once. Metrics still reach the store within a second.
+    # With a buffering interval, ending a run wakes MLflow's logging thread at once instead of
+    # waiting for its next poll; metrics still reach the store within a second.
     os.environ.setdefault("MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS", "1")
-    # MLflow retries a request to a tracking server for about four minutes by default (252 s
-    # measured against a server that was down). During a run a few retries ride out a restart;
-    # a store that stays down ends the run's logging, and its files stay in its job directory.
+    # MLflow's default retries wait minutes for a server that is down; a few ride out a
+    # restart, and a store that stays down leaves the run's files in its job directory.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
 
@@ -78,11 +76,8 @@ def artifact_location(uri: str) -> str | None:
     return None  # a tracking server decides for itself
 
 
-# What a store says while another process holds a lock on it (SQLite), or added the same
-# experiment or dataset a moment before (MLflow looks for one, then adds it: two runs that
-# record the same new dataset at once both add it; SQLite says "UNIQUE constraint failed",
-# PostgreSQL "duplicate key value violates unique constraint"): lower case, compared with the
-# lower-cased message. Each call retried is one write that the store makes whole or not at all.
+# What a store says (lower-cased) while another process locks it or has just added the same
+# experiment or dataset: safe to retry, as each such write is made whole or not at all.
 _TRANSIENT = ("database is locked", "unique constraint")
 
 
@@ -245,9 +240,8 @@ def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT, writing: bool = Fals
                 if writing:
                     _check_may_write(uri, name, found)
                 return found
-        # MLflow creates a new SQLite store's tables with migrations that two processes must
-        # not run at once (they leave it broken): the first to come creates it, the others
-        # wait.
+        # Two processes running MLflow's migrations on a new SQLite store at once break it:
+        # the first to come creates it, the others wait.
         database = Path(uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         with open(database.with_name(database.name + ".lock"), "w") as lock:
