@@ -29,7 +29,7 @@ from pipeline.io import write_json
 from pipeline.overrides import BASIC_SWEEPER, sweep_values
 from pipeline.tracking.liveness import Heartbeat
 from pipeline.tracking.search import child_runs, create_run, end_run, log_artifacts_to
-from pipeline.tracking.store import DEFAULT_EXPERIMENT, connect, tracking_uri
+from pipeline.tracking.store import DEFAULT_EXPERIMENT, connect
 
 PARENT_FILE = "mlflow_parent.json"
 
@@ -45,6 +45,15 @@ class _OpenParent:
 
 
 _open: _OpenParent | None = None
+
+
+def _close_open_parent(status: str, tags: dict[str, str]) -> None:
+    """End the open parent run, if any, with `status` and `tags`, its heartbeat first."""
+    global _open
+    if _open is not None:
+        _open.beat.stop()
+        end_run(_open.uri, _open.run_id, status, tags)
+        _open = None
 
 
 def _jobs(overrides: list[str], sweeper: str = BASIC_SWEEPER) -> int:
@@ -129,16 +138,15 @@ class MlflowSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from pipeline import compare, selection, study
 
-        sweep_dir = Path(config.hydra.sweep.dir)
-        run_id = parent_run_id(sweep_dir)
-        if run_id is None:
+        if _open is None:  # no parent run opened (or still open) in this process
             return
-        uri = tracking_uri(Path.cwd())
+        sweep_dir = Path(config.hydra.sweep.dir)
+        uri, run_id = _open.uri, _open.run_id
         children = child_runs(uri, run_id)
         if searching(config):
             from pipeline.search.report import finish
 
-            self._end(config, uri, run_id, *finish(config, uri, run_id, children))
+            self._end(config, run_id, *finish(config, uri, run_id, children))
             return
         jobs = len(list(sweep_dir.glob("[0-9]*/.hydra")))
         failed = [c for c in children if c.info.status != "FINISHED"]
@@ -165,26 +173,15 @@ class MlflowSweep(Callback):
         # A parallel launcher keeps each job's output in its own log: say here which jobs
         # failed and why.
         lines = _failures(sweep_dir, list(config.hydra.overrides.task), children)
-        self._end(config, uri, run_id, status, jobs_tag, lines)
+        self._end(config, run_id, status, jobs_tag, lines)
 
     def _end(
-        self,
-        config: DictConfig,
-        uri: str,
-        run_id: str,
-        status: str,
-        jobs: str,
-        lines: tuple = (),
+        self, config: DictConfig, run_id: str, status: str, jobs: str, lines: tuple = ()
     ) -> None:
-        """Close the parent run in the store at `uri` with `status`, its tag `jobs`, and say
-        so (and `lines`)."""
-        global _open
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if _open is not None:
-            _open.beat.stop()
-        end_run(uri, run_id, status, {"jobs": jobs})
-        write_json(sweep_dir / PARENT_FILE, {"run_id": run_id, "status": status})
-        _open = None
+        """Close the parent run `run_id` with `status`, its tag `jobs`, and say so (and
+        `lines`)."""
+        _close_open_parent(status, {"jobs": jobs})
+        write_json(Path(config.hydra.sweep.dir) / PARENT_FILE, {"run_id": run_id, "status": status})
         print(f"MLflow sweep run {run_id} {status} ({jobs})", file=sys.stderr)
         for line in lines:
             print(line, file=sys.stderr)
@@ -214,20 +211,12 @@ def _failures(sweep_dir: Path, task: list[str], children: list) -> list[str]:
     return lines
 
 
-def _close_open_parent(status: str, reason: str) -> None:
-    global _open
-    if _open is not None:
-        _open.beat.stop()
-        end_run(_open.uri, _open.run_id, status, {"error": reason})
-        _open = None
-
-
 def close_interrupted() -> None:
     """Mark the sweep in progress KILLED: its jobs' runs were interrupted with it."""
-    _close_open_parent("KILLED", "sweep interrupted")
+    _close_open_parent("KILLED", {"error": "sweep interrupted"})
 
 
 def _close_aborted() -> None:
     """At exit, a parent still open means the sweep stopped before its end (a job's process
     died, the launcher failed): mark it FAILED rather than leave it RUNNING."""
-    _close_open_parent("FAILED", "sweep aborted before all its jobs returned")
+    _close_open_parent("FAILED", {"error": "sweep aborted before all its jobs returned"})
