@@ -32,25 +32,38 @@ def handle_signals() -> None:
 
 
 @contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends, then act on them as usual: work that must
-    be whole (an epoch's backup together with its logging) is never cut in the middle. Outside
-    the main thread, where Python runs no signal handler, the block runs as it is."""
+def signals_held() -> Iterator[Callable[[], None]]:
+    """Hold SIGINT and SIGTERM while the block runs, and act on a held one as usual when it
+    ends, or earlier wherever the block calls the function this yields: work that must be
+    whole is never cut in the middle. Outside the main thread, where Python runs no signal
+    handler, the block runs as it is."""
     signals = (signal.SIGINT, signal.SIGTERM)
     saved = {s: signal.getsignal(s) for s in signals}
     if threading.current_thread() is not threading.main_thread() or None in saved.values():
-        yield  # (a handler not set from Python cannot be put back)
+        yield lambda: None  # (a handler not set from Python cannot be put back)
         return
     held: list[int] = []
-    for s in signals:
-        signal.signal(s, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
+
+    def hold() -> None:
+        for s in signals:
+            signal.signal(s, lambda signum, frame: held.append(signum))
+
+    def release() -> None:
         for s, handler in saved.items():
             signal.signal(s, handler)
         if held:
-            signal.raise_signal(held[0])
+            signal.raise_signal(held.pop(0))  # the usual handler: raises, as a rule
+
+    def deliver() -> None:
+        if held:
+            release()
+            hold()  # a handler that did not raise: the block goes on, still held
+
+    hold()
+    try:
+        yield deliver
+    finally:
+        release()
 
 
 def interrupted(err: KeyboardInterrupt) -> None:

@@ -23,8 +23,15 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import outputs, resume
-from pipeline.callbacks import TRAIN_SCORED, EpochScoring, heldout_set, history_name
-from pipeline.cli import run_stage
+from pipeline.callbacks import (
+    TRAIN_SCORED,
+    EpochScoring,
+    between_calls,
+    epoch_backup,
+    heldout_set,
+    history_name,
+)
+from pipeline.cli import run_stage, signals_held
 from pipeline.config import Distribute, sees_test_set, validate
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
@@ -303,24 +310,9 @@ def _callbacks(
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop_if_asked))
     if progress is not None:
         # First, so that a resume restores the weights and the epoch before anything else.
-        scoring.backup = _epoch_backup(progress.state)
+        scoring.backup = epoch_backup(progress.state)
         callbacks.insert(0, scoring.backup)
     return scoring, callbacks
-
-
-def _epoch_backup(directory: Path) -> Any:
-    """Keras' BackupAndRestore into `directory`, but saving only when told to (`save`): the
-    epoch scoring saves it together with the epoch's logging."""
-    import keras
-
-    class EpochBackup(keras.callbacks.BackupAndRestore):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            pass  # saved by EpochScoring instead
-
-        def save(self, epoch: int, logs: dict | None = None) -> None:
-            super().on_epoch_end(epoch, logs)
-
-    return EpochBackup(str(directory))
 
 
 def _train(
@@ -337,15 +329,18 @@ def _train(
         resumed: The MLflow run this training resumes, if it does.
     """
     start = time.perf_counter()
-    fitted = model.fit(
-        data.x_fit,
-        data.y_fit,
-        validation_data=(data.x_val, data.y_val) if len(data.x_val) else None,
-        epochs=cfg.epochs,
-        batch_size=batch_size,
-        callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    # Ctrl-C and SIGTERM stop the training between two calls into TensorFlow, never inside
+    # one (an interruption raised inside TensorFlow's calls was seen to corrupt its heap).
+    with signals_held() as stop_if_signalled:
+        fitted = model.fit(
+            data.x_fit,
+            data.y_fit,
+            validation_data=(data.x_val, data.y_val) if len(data.x_val) else None,
+            epochs=cfg.epochs,
+            batch_size=batch_size,
+            callbacks=[*callbacks, between_calls(stop_if_signalled)],
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     seconds = time.perf_counter() - start
     if resumed:
         # The run's own record holds every epoch, those before the interruption too.

@@ -210,6 +210,54 @@ def test_a_signal_during_held_work_interrupts_right_after_it(signum: int) -> Non
         signal.signal(signal.SIGINT, saved[1])
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_training_stops_it_between_calls_into_tensorflow(
+    small_project, tmp_path: Path, signum: int
+) -> None:
+    """A signal that comes while TensorFlow runs a training step is acted on once the call
+    returns, from the pipeline's own code: never raised inside TensorFlow's layers."""
+    import threading
+    import traceback
+
+    import mlflow
+
+    from pipeline.cli import Terminated, handle_signals
+    from pipeline.fit import fit
+    from pipeline.paths import Paths
+
+    paths, cfg = small_project
+    cfg = OmegaConf.merge(cfg, {"epochs": 2})
+    saved = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    handle_signals()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def signal_soon(epoch: int, logs: dict) -> bool:
+        # After the first epoch: lands while the second one's steps run in TensorFlow.
+        threading.Timer(0.02, os.kill, (os.getpid(), signum)).start()
+        return False
+
+    out = tmp_path / "run"
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            fit(cfg, Paths(root=paths.root, out=out), on_epoch=signal_soon)
+    finally:
+        signal.signal(signal.SIGTERM, saved[0])
+        signal.signal(signal.SIGINT, saved[1])
+    assert isinstance(raised.value, Terminated) == (signum == signal.SIGTERM)
+    frames = [
+        (Path(f.filename).name, f.name) for f in traceback.extract_tb(raised.value.__traceback__)
+    ]
+    # Raised from the held signal's release (then, for SIGTERM, its handler), called by the
+    # callback that runs between two calls into TensorFlow.
+    assert frames.index(("cli.py", "release")) >= len(frames) - 2, frames
+    assert frames[frames.index(("cli.py", "release")) - 2][0] == "callbacks.py", frames
+    (run,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.job_dir = '{out}'", output_format="list"
+    )
+    assert run.info.status == "KILLED"
+    assert not (out / "models").exists() or list((out / "models").iterdir()) == []
+
+
 @pytest.fixture(params=["size=256k", "ro"], ids=["disk-full", "read-only"])
 def bad_disk(request: pytest.FixtureRequest, tmp_path: Path):
     """A real file system that is full (256 KiB) or read-only, mounted for the test."""
