@@ -161,7 +161,7 @@ def _sweeps_started(paths: Any, env: dict) -> list[subprocess.Popen]:
 
 
 def _read_while_running(sweeps: list, paths: Any, env: dict, tmp_path: Path) -> tuple:
-    """`mlflow ui` (its REST search, as often as it can) and `pipeline.compare` (in a loop)
+    """`mlflow ui` (its REST search, ten times a second) and `pipeline.compare` (in a loop)
     reading the store until both sweeps end: what each saw, and the UI's errors."""
     from conftest import mlflow_server
 
@@ -180,6 +180,7 @@ def _read_while_running(sweeps: list, paths: Any, env: dict, tmp_path: Path) -> 
                 seen.append(_search(url))
             except Exception as err:  # what a user would see as an error page
                 failures.append(f"{type(err).__name__}: {err}")
+            time.sleep(0.1)  # a busy user; more often only takes the sweeps' CPU
 
     no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     artifacts = ["--artifacts-destination", str(tmp_path / "artifacts")]
