@@ -43,10 +43,12 @@ params: $(INSTALLED)  ## regenerate params.yaml from conf/ (as `dvc exp run` doe
 
 UI_PORT ?= 5000
 STORE := sqlite:///$(CURDIR)/mlflow.db
+# The UI without MLflow's GenAI job runners: eight processes that serve no training run.
 ui: $(INSTALLED)  ## browse the runs: MLflow's UI on 127.0.0.1 (only this machine can reach it)
 	@python -c 'from pipeline.tracking.search import ui_link; \
 	print("The mnist runs:", ui_link("$(STORE)", $(UI_PORT)))'
-	mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(UI_PORT)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(UI_PORT)
 
 clean:  ## remove the pipeline's outputs (not the DVC cache, not the MLflow store)
 	rm -rf data models outputs multirun reports/plots

@@ -265,7 +265,10 @@ def mlflow_server(
 ) -> Iterator[str]:
     """`mlflow server` on 127.0.0.1 over `backend_uri` (more server options in `args`), its
     output in `log`; yields its URL once /health answers, and stops its whole process group
-    (the server and its workers) however the block ends."""
+    (the server and its workers) however the block ends. As `make ui` starts it: without the
+    job runners (GenAI evaluations, trace rollups), eight processes that serve no training run.
+    """
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log or os.devnull, "w") as out:
@@ -273,7 +276,7 @@ def mlflow_server(
             [str(BIN / "mlflow"), "server", "--backend-store-uri", backend_uri, *args,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **env},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 90

@@ -45,7 +45,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         "MLFLOW_AUTH_CONFIG_PATH": str(config),
         "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-key-for-this-test-only",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     args = ["--app-name", "basic-auth", "--artifacts-destination", str(base / "artifacts")]
     database = f"sqlite:///{base / 'mlflow.db'}"

@@ -182,10 +182,9 @@ def _read_while_running(sweeps: list, paths: Any, env: dict, tmp_path: Path) -> 
                 failures.append(f"{type(err).__name__}: {err}")
             time.sleep(0.1)  # a busy user; more often only takes the sweeps' CPU
 
-    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     artifacts = ["--artifacts-destination", str(tmp_path / "artifacts")]
     uri = env["MLFLOW_TRACKING_URI"]
-    with mlflow_server(uri, *artifacts, log=tmp_path / "server.log", env=no_jobs) as url:
+    with mlflow_server(uri, *artifacts, log=tmp_path / "server.log") as url:
         browser = threading.Thread(target=browse, args=(url,))
         browser.start()
         while running():

@@ -135,10 +135,9 @@ def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
     paths, _ = make_project("data.train_samples=6000", "data.test_samples=1000")
     database = f"sqlite:///{tmp_path / 'server.db'}"
     server_args = ["--artifacts-destination", str(tmp_path / "artifacts")]
-    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     args = [*OFFLINE, "data.train_samples=6000", "data.test_samples=1000", "epochs=4",
             "model.hidden_units=[256]", "hydra.run.dir=outputs/killed"]  # fmt: skip
-    with mlflow_server(database, *server_args, env=no_jobs) as url:
+    with mlflow_server(database, *server_args) as url:
         job = subprocess.Popen(
             [sys.executable, "-m", "pipeline.train", *args], cwd=paths.root,
             env=command_env(url),
@@ -165,7 +164,7 @@ def test_a_server_killed_mid_training_leaves_the_run_for_later_logging(
     assert len(history) == 1 + 4
 
     # Later, the store back (the same database, served anew): the run is completed.
-    with mlflow_server(database, *server_args, env=no_jobs) as url:
+    with mlflow_server(database, *server_args) as url:
         result = python(paths.root, "-m", "pipeline.tracking", "log", str(job_dir),
                         env={"MLFLOW_TRACKING_URI": url})  # fmt: skip
         assert run.info.run_id in result.stdout

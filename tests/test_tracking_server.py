@@ -77,11 +77,8 @@ def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     a directory of its own; stopped whatever the tests do."""
     base = tmp_path_factory.mktemp("tracking-server")
     artifacts = base / "artifacts"
-    # Its job runners (GenAI evaluations, trace rollups) serve no training run: without them
-    # it starts sooner and stops at once.
-    no_jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with mlflow_server(
-        database, "--artifacts-destination", str(artifacts), log=base / "server.log", env=no_jobs
+        database, "--artifacts-destination", str(artifacts), log=base / "server.log"
     ) as url:
         yield {"url": url, "database": database, "artifacts": artifacts}
 
