@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -119,29 +117,3 @@ class EpochScoring:
         heldout = self.heldout
         logs["generalization_gap"] = logs["train_accuracy"] - logs[f"{heldout}_accuracy"]
         logs["loss_gap"] = logs[f"{heldout}_loss"] - logs["train_loss"]
-
-
-def epoch_backup(directory: Path) -> Any:
-    """Keras' BackupAndRestore into `directory`, but saving only when told to (`save`): the
-    epoch scoring saves it together with the epoch's logging."""
-    import keras
-
-    class EpochBackup(keras.callbacks.BackupAndRestore):
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            pass  # saved by EpochScoring instead
-
-        def save(self, epoch: int, logs: dict | None = None) -> None:
-            super().on_epoch_end(epoch, logs)
-
-    return EpochBackup(str(directory))
-
-
-def between_calls(act: Callable[[], None]) -> Any:
-    """A Keras callback that calls `act` wherever the training is between two calls into
-    TensorFlow: as each epoch begins and after each call's steps."""
-    import keras
-
-    return keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: act(),
-        on_train_batch_end=lambda batch, logs: act(),
-    )

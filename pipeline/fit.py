@@ -23,14 +23,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import outputs, resume
-from pipeline.callbacks import (
-    TRAIN_SCORED,
-    EpochScoring,
-    between_calls,
-    epoch_backup,
-    heldout_set,
-    history_name,
-)
+from pipeline.callbacks import TRAIN_SCORED, EpochScoring, heldout_set, history_name
 from pipeline.cli import run_stage, signals_held
 from pipeline.config import Distribute, sees_test_set, validate
 from pipeline.data.noise import relabel
@@ -42,6 +35,7 @@ from pipeline.data.prepared import (
     split_validation,
 )
 from pipeline.errors import PipelineError, TrackingError, UnloggedRunError
+from pipeline.models.training import between_calls, epoch_backup
 from pipeline.outputs import TrainingData
 from pipeline.paths import Paths
 from pipeline.tracking.params import run_name, run_tags

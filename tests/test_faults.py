@@ -251,7 +251,7 @@ def test_a_signal_during_training_stops_it_between_calls_into_tensorflow(
     # Raised from the held signal's release (then, for SIGTERM, its handler), called by the
     # callback that runs between two calls into TensorFlow.
     assert frames.index(("cli.py", "release")) >= len(frames) - 2, frames
-    assert frames[frames.index(("cli.py", "release")) - 2][0] == "callbacks.py", frames
+    assert frames[frames.index(("cli.py", "release")) - 2][0] == "training.py", frames
     (run,) = mlflow.search_runs(
         search_all_experiments=True, filter_string=f"tags.job_dir = '{out}'", output_format="list"
     )

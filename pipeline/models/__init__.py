@@ -5,6 +5,7 @@ A model is a module here with a `build(image_shape, num_classes, activation, act
 file in `conf/model/` (a test checks that the three agree). Every builder takes the prepared
 flat pixels, so preprocessing stays the seed's whatever the architecture, and puts the chosen
 activation after each hidden layer (`layers.hidden`).
-`scoring` loads, and scores, a trained model. Nothing here knows of the config file,
+`scoring` loads, and scores, a trained model; `training` holds the Keras callbacks a
+training runs besides its scoring. Nothing here knows of the config file,
 MLflow, DVC or the project's paths.
 """
