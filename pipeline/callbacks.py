@@ -13,7 +13,6 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline import predictions
-from pipeline.cli import signals_held
 from pipeline.errors import DivergedError
 from pipeline.tracking.runs import log_metrics
 
@@ -93,12 +92,11 @@ class EpochScoring:
         self._score(logs)
         self.seconds += time.perf_counter() - start
         metrics = {f"epoch/{history_name(k)}": float(v) for k, v in logs.items()}
-        # An epoch backed up is an epoch in the run, and the other way round: a resume
-        # continues after the last epoch the run holds, having lost none.
-        with signals_held():
-            if self.backup is not None:
-                self.backup.save(epoch, logs)
-            log_metrics(metrics, step=epoch + 1, wait=False)
+        # An epoch backed up is an epoch in the run, and the other way round (a signal acts
+        # only between epochs' steps: pipeline.fit): a resume continues having lost none.
+        if self.backup is not None:
+            self.backup.save(epoch, logs)
+        log_metrics(metrics, step=epoch + 1, wait=False)
 
     def _score(self, logs: dict) -> None:
         """Add the epoch's scores and gaps to `logs`."""

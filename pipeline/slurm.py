@@ -47,8 +47,8 @@ def stop_on_signals(signal_delay_s: int | None = None) -> bool:
     warned: list[int] = []
 
     def warn(signum: int, frame: Any) -> None:
-        # Passed on as SIGTERM, which work that must be whole (an epoch's backup with its
-        # logging: pipeline.cli.signals_held) holds until it is done.
+        # Passed on as SIGTERM, which a training holds until TensorFlow's call returns
+        # (pipeline.fit), so an epoch's backup and its logging stay whole.
         warned.append(signum)
         signal.raise_signal(signal.SIGTERM)
 
