@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_mnist import idx_bytes, synthetic_arrays
@@ -86,6 +87,25 @@ def test_npz_reader_on_damaged_files(tmp_path_factory, data: bytes) -> None:
         assert str(err).startswith("mnist.npz: ")
         return
     assert set(arrays) == {"x_train", "y_train", "x_test", "y_test"}
+
+
+@pytest.mark.parametrize(("field", "value"), [("method", 99), ("flags", 1)])
+def test_npz_reader_refuses_an_unknown_compression_or_encryption(
+    tmp_path: Path, field: str, value: int
+) -> None:
+    """Two damages the fuzzing above once found: zipfile's own errors become the one line."""
+    data = bytearray(npz_bytes())
+    # Each member's local header (PK\3\4) and central directory entry (PK\1\2).
+    for magic, flags_at, method_at in ((b"PK\x03\x04", 6, 8), (b"PK\x01\x02", 8, 10)):
+        start = data.find(magic)
+        while start != -1:
+            at = start + (method_at if field == "method" else flags_at)
+            data[at : at + 2] = value.to_bytes(2, "little")
+            start = data.find(magic, start + 4)
+    path = tmp_path / "mnist.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="^mnist.npz: not a valid MNIST npz file"):
+        read_npz(path)
 
 
 def test_npz_reader_refuses_a_zip_bomb_shape(tmp_path: Path) -> None:

@@ -126,7 +126,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             if missing:
                 raise ValueError(f"missing arrays {sorted(missing)}")
             return {key: _read_npy(archive, f"{key}.npy") for key in IDX_FILES}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    # zipfile answers a member with an unknown compression method with NotImplementedError,
+    # and an encrypted one with RuntimeError: damaged files too, as the others.
+    except (
+        ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+        RuntimeError,
+    ) as err:  # fmt: skip
         raise ValueError(f"{path.name}: not a valid MNIST npz file ({err})") from None
 
 
