@@ -7,8 +7,7 @@ import errno
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig
@@ -31,39 +30,37 @@ def handle_signals() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
-@contextmanager
-def signals_held() -> Iterator[Callable[[], None]]:
-    """Hold SIGINT and SIGTERM while the block runs, and act on a held one as usual when it
-    ends, or earlier wherever the block calls the function this yields: work that must be
-    whole is never cut in the middle. Outside the main thread, where Python runs no signal
-    handler, the block runs as it is."""
+class SignalsHeld:
+    """Hold SIGINT and SIGTERM while a `with` block runs, and act on a held one as usual when
+    it ends: work that must be whole is never cut in the middle. Work that can end early on its
+    own asks `pending()` and stops (a training: pipeline.fit). Outside the main thread, where
+    Python runs no signal handler, the block runs as it is."""
+
     signals = (signal.SIGINT, signal.SIGTERM)
-    saved = {s: signal.getsignal(s) for s in signals}
-    if threading.current_thread() is not threading.main_thread() or None in saved.values():
-        yield lambda: None  # (a handler not set from Python cannot be put back)
-        return
-    held: list[int] = []
 
-    def hold() -> None:
-        for s in signals:
-            signal.signal(s, lambda signum, frame: held.append(signum))
+    def __init__(self) -> None:
+        self._held: list[int] = []
+        self._saved: dict[int, Any] = {}
 
-    def release() -> None:
+    def pending(self) -> bool:
+        """Whether a signal is waiting for the block to end."""
+        return bool(self._held)
+
+    def __enter__(self) -> SignalsHeld:
+        saved = {s: signal.getsignal(s) for s in self.signals}
+        # (A handler not set from Python cannot be put back.)
+        if threading.current_thread() is threading.main_thread() and None not in saved.values():
+            self._saved = saved
+            for s in self.signals:
+                signal.signal(s, lambda signum, frame: self._held.append(signum))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        saved, self._saved = self._saved, {}
         for s, handler in saved.items():
             signal.signal(s, handler)
-        if held:
-            signal.raise_signal(held.pop(0))  # the usual handler: raises, as a rule
-
-    def deliver() -> None:
-        if held:
-            release()
-            hold()  # a handler that did not raise: the block goes on, still held
-
-    hold()
-    try:
-        yield deliver
-    finally:
-        release()
+        if self._held:
+            signal.raise_signal(self._held.pop(0))  # the usual handler: raises, as a rule
 
 
 def interrupted(err: KeyboardInterrupt) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import outputs, resume
 from pipeline.callbacks import TRAIN_SCORED, EpochScoring, heldout_set, history_name
-from pipeline.cli import run_stage, signals_held
+from pipeline.cli import SignalsHeld, run_stage
 from pipeline.config import Distribute, sees_test_set, validate
 from pipeline.data.noise import relabel
 from pipeline.data.prepared import (
@@ -35,7 +35,7 @@ from pipeline.data.prepared import (
     split_validation,
 )
 from pipeline.errors import PipelineError, TrackingError, UnloggedRunError
-from pipeline.models.training import between_calls, epoch_backup
+from pipeline.models.training import epoch_backup, stop_when
 from pipeline.outputs import TrainingData
 from pipeline.paths import Paths
 from pipeline.tracking.params import run_name, run_tags
@@ -153,9 +153,9 @@ def fit(
     model, batch_size = _build_model(cfg, data, scope, replicas)
     heldout = heldout_set(cfg)
     progress = resume.claim(cfg, paths.root)  # kept until the run completes, to resume
-    scoring, callbacks = _callbacks(cfg, model, data, heldout, progress, on_epoch)
-    # Where the run's files are (model, predictions, reports), and what the gaps measure.
-    heldout_name = {"val": "validation", "test": "test"}[heldout]
+    held = SignalsHeld()  # Ctrl-C and SIGTERM end the training early, then act (`_train`)
+    scoring, callbacks = _callbacks(cfg, model, data, heldout, progress, on_epoch, held.pending)
+    heldout_name = {"val": "validation", "test": "test"}[heldout]  # what the gaps measure
     tags = {**provenance, "job_dir": str(paths.out), "heldout": heldout_name, **(tags or {})}
     kept = False  # True once the job's files hold the whole run (see `outputs.save`)
     try:
@@ -165,7 +165,7 @@ def fit(
                 progress.started(run.info.run_id)
             datasets = outputs.log_inputs(cfg, paths, data, model, replicas, batch_size)
             resumed = run.info.run_id if progress and progress.resumed else None
-            history, timing = _train(cfg, model, data, callbacks, batch_size, resumed)
+            history, timing = _train(cfg, model, data, callbacks, batch_size, resumed, held)
             timing["epoch_scoring_seconds"] = scoring.seconds
             record = outputs.save(
                 cfg, paths, model, data, history, run, datasets, tags, timing, _requirements()
@@ -270,11 +270,13 @@ def _callbacks(
     data: TrainingData,
     heldout: str,
     progress: resume.Progress | None,
-    on_epoch: Callable[[int, dict], bool] | None = None,
+    on_epoch: Callable[[int, dict], bool] | None,
+    interrupted: Callable[[], bool],
 ) -> tuple[EpochScoring, list]:
     """The per-epoch scoring (see pipeline.callbacks); with `progress`, the backup of each
     epoch it saves; with `early_stopping.patience`, early stopping on the validation loss,
-    restoring the best epoch's weights; then `on_epoch`, which may stop the training."""
+    restoring the best epoch's weights; then `on_epoch`, which may stop the training; last,
+    the stop once `interrupted()` (an epoch cut short is neither scored nor reported)."""
     import keras
 
     scored = min(TRAIN_SCORED, len(data.x_fit))
@@ -284,7 +286,7 @@ def _callbacks(
         None if data.y_clean is None else data.y_clean[:scored],
     )
     test = None if data.x_test is None else (data.x_test, np.asarray(data.y_test))
-    scoring = EpochScoring(model, subset, test, heldout)
+    scoring = EpochScoring(model, subset, test, heldout, interrupted)
     callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=scoring.on_epoch_end)]
     if cfg.early_stopping.patience:
         callbacks.append(
@@ -298,7 +300,7 @@ def _callbacks(
     if on_epoch is not None:
 
         def stop_if_asked(epoch: int, logs: dict | None = None) -> None:
-            if on_epoch(epoch, logs or {}):
+            if not interrupted() and on_epoch(epoch, logs or {}):
                 model.stop_training = True  # the run ends normally, after this epoch
 
         callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop_if_asked))
@@ -306,7 +308,7 @@ def _callbacks(
         # First, so that a resume restores the weights and the epoch before anything else.
         scoring.backup = epoch_backup(progress.state)
         callbacks.insert(0, scoring.backup)
-    return scoring, callbacks
+    return scoring, [*callbacks, stop_when(interrupted)]
 
 
 def _train(
@@ -316,23 +318,25 @@ def _train(
     callbacks: list,
     batch_size: int,
     resumed: str | None,
+    held: SignalsHeld,
 ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Fit the model; return its per-epoch metrics and how fast it trained.
 
     Args:
         resumed: The MLflow run this training resumes, if it does.
+        held: Holds Ctrl-C and SIGTERM during `fit`: the callbacks end the training early
+            (`stop_when`), then the signal acts here, outside Keras' and TensorFlow's code
+            (an interruption raised inside it was seen to corrupt the process's heap).
     """
     start = time.perf_counter()
-    # Ctrl-C and SIGTERM stop the training between two calls into TensorFlow, never inside
-    # one (an interruption raised inside TensorFlow's calls was seen to corrupt its heap).
-    with signals_held() as stop_if_signalled:
+    with held:
         fitted = model.fit(
             data.x_fit,
             data.y_fit,
             validation_data=(data.x_val, data.y_val) if len(data.x_val) else None,
             epochs=cfg.epochs,
             batch_size=batch_size,
-            callbacks=[*callbacks, between_calls(stop_if_signalled)],
+            callbacks=callbacks,
             verbose=1 if sys.stdout.isatty() else 2,
         )
     seconds = time.perf_counter() - start

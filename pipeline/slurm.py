@@ -47,7 +47,7 @@ def stop_on_signals(signal_delay_s: int | None = None) -> bool:
     warned: list[int] = []
 
     def warn(signum: int, frame: Any) -> None:
-        # Passed on as SIGTERM, which a training holds until TensorFlow's call returns
+        # Passed on as SIGTERM, which a training holds until its `fit` has ended early
         # (pipeline.fit), so an epoch's backup and its logging stay whole.
         warned.append(signum)
         signal.raise_signal(signal.SIGTERM)

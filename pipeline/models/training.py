@@ -1,5 +1,5 @@
 """Keras callbacks a training runs besides its scoring (pipeline.callbacks): the backup that
-`train.resume` restarts from, and the points where a held signal may stop the training."""
+`train.resume` restarts from, and the stop of a training that a signal interrupts."""
 
 from __future__ import annotations
 
@@ -20,15 +20,23 @@ def epoch_backup(directory: Path) -> Any:
         def save(self, epoch: int, logs: dict | None = None) -> None:
             super().on_epoch_end(epoch, logs)
 
-    return EpochBackup(str(directory))
+    # Kept when `fit` ends early on a signal; a completed run drops it (pipeline.resume).
+    return EpochBackup(str(directory), delete_checkpoint=False)
 
 
-def between_calls(act: Callable[[], None]) -> Any:
-    """A Keras callback that calls `act` wherever the training is between two calls into
-    TensorFlow: as each epoch begins and after each call's steps."""
+def stop_when(pending: Callable[[], bool]) -> Any:
+    """A Keras callback that stops the training the way Keras' own callbacks do, by setting
+    `model.stop_training`, once `pending()` is true: after the running call into TensorFlow
+    (at most `steps_per_execution` batches), `fit` returns as it does at its end."""
     import keras
 
-    return keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: act(),
-        on_train_batch_end=lambda batch, logs: act(),
-    )
+    class StopWhen(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            if pending():
+                self.model.stop_training = True
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            if pending():
+                self.model.stop_training = True
+
+    return StopWhen()
