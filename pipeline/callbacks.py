@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,8 +63,6 @@ class EpochScoring:
             noise) the clean ones.
         test: The test images and labels; None for a search's trial, which never reads
             the test set (its `test_*` are then not scored).
-        interrupted: True once a signal is waiting to end the training (pipeline.fit): the
-            epoch then ending, as a rule cut short, is neither scored, logged nor backed up.
     """
 
     def __init__(
@@ -74,13 +71,11 @@ class EpochScoring:
         train: tuple[Any, np.ndarray, np.ndarray | None],
         test: tuple[Any, np.ndarray] | None,
         heldout: str,
-        interrupted: Callable[[], bool],
     ) -> None:
         from pipeline.models.scoring import probabilities
 
         self._probabilities = probabilities
         self.model, self.train, self.test, self.heldout = model, train, test, heldout
-        self.interrupted = interrupted
         # Seconds spent scoring, over all epochs: measurement, not training (the run record's
         # `epoch_scoring_seconds`).
         self.seconds = 0.0
@@ -89,8 +84,6 @@ class EpochScoring:
         self.backup: Any = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.interrupted():
-            return
         start = time.perf_counter()
         logs = logs if logs is not None else {}
         if not math.isfinite(logs.get("loss", 0.0)):

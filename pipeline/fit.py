@@ -286,8 +286,12 @@ def _callbacks(
         None if data.y_clean is None else data.y_clean[:scored],
     )
     test = None if data.x_test is None else (data.x_test, np.asarray(data.y_test))
-    scoring = EpochScoring(model, subset, test, heldout, interrupted)
-    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=scoring.on_epoch_end)]
+    scoring = EpochScoring(model, subset, test, heldout)
+
+    def whole(on_epoch_end: Callable) -> Callable:  # an epoch a signal cut short: skipped
+        return lambda epoch, logs=None: None if interrupted() else on_epoch_end(epoch, logs)
+
+    callbacks = [keras.callbacks.LambdaCallback(on_epoch_end=whole(scoring.on_epoch_end))]
     if cfg.early_stopping.patience:
         callbacks.append(
             keras.callbacks.EarlyStopping(
@@ -300,10 +304,10 @@ def _callbacks(
     if on_epoch is not None:
 
         def stop_if_asked(epoch: int, logs: dict | None = None) -> None:
-            if not interrupted() and on_epoch(epoch, logs or {}):
+            if on_epoch(epoch, logs or {}):
                 model.stop_training = True  # the run ends normally, after this epoch
 
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=stop_if_asked))
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=whole(stop_if_asked)))
     if progress is not None:
         # First, so that a resume restores the weights and the epoch before anything else.
         scoring.backup = epoch_backup(progress.state)

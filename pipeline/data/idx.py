@@ -129,9 +129,14 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     # zipfile answers a member with an unknown compression method with NotImplementedError,
     # and an encrypted one with RuntimeError: damaged files too, as the others.
     except (
-        ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
         RuntimeError,
-    ) as err:  # fmt: skip
+    ) as err:
         raise ValueError(f"{path.name}: not a valid MNIST npz file ({err})") from None
 
 

@@ -31,10 +31,6 @@ def stop_when(pending: Callable[[], bool]) -> Any:
     import keras
 
     class StopWhen(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            if pending():
-                self.model.stop_training = True
-
         def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
             if pending():
                 self.model.stop_training = True
