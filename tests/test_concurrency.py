@@ -235,6 +235,51 @@ def test_two_parallel_sweeps_lose_no_run_while_reports_and_the_ui_read_the_store
         assert [m.step for m in history] == [1]
 
 
+# One process of the test below: on a new SQLite store, at the time the file `go` holds,
+# either the check a training makes first (`connect`) or a report's first read of the store.
+_FIRST_TOUCH = """
+import sys, time
+from pathlib import Path
+from pipeline.tracking.store import connect, mlflow_client, tracking_uri
+print("ready", flush=True)
+while not Path("go").exists():
+    time.sleep(0.005)
+time.sleep(max(0.0, float(Path("go").read_text()) - time.time()))
+if sys.argv[1] == "train":
+    connect(Path.cwd(), "mnist")
+else:
+    mlflow_client(tracking_uri(Path.cwd())).search_experiments()
+"""
+
+
+@pytest.mark.slow  # four processes at once
+def test_reports_opened_beside_the_first_training_leave_the_new_store_whole(
+    tmp_path: Path,
+) -> None:
+    """Opening a SQLite store creates it: two processes running MLflow's migrations on one new
+    file at once break it (alembic: "expected to match one row"). Readers (`compare`) wait
+    for a creator as trainings do, so every process here ends well and the store is whole."""
+    import mlflow
+
+    env = command_env(own_store(tmp_path))
+    roles = ["train", "report", "train", "report"]
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FIRST_TOUCH, role],
+            **{"cwd": tmp_path, "env": env, "text": True},
+            **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE},
+        )
+        for role in roles
+    ]
+    assert [p.stdout.readline() for p in started] == ["ready\n"] * len(roles)
+    (tmp_path / "go").write_text(str(time.time() + 0.5))
+    errors = [p.communicate(timeout=120)[1] for p in started]
+    assert [p.returncode for p in started] == [0] * len(roles), "\n".join(errors)[-3000:]
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    assert {e.name for e in client.search_experiments()} == {"Default", "mnist"}
+    assert client.search_runs([client.get_experiment_by_name("mnist").experiment_id]) == []
+
+
 # One process of the test below: once every process is ready (the file `go` holds the time to
 # start at), a run every 0.25 s, as a sweep's jobs start theirs, that records the round's
 # dataset, the same one (name and digest) at the same moment in every process: a race between

@@ -15,6 +15,8 @@ import pytest
 from conftest import OFFLINE, ROOT, command_env, own_store
 from omegaconf import OmegaConf
 
+from pipeline.tracking.store import mlflow_client
+
 SMALL = [*OFFLINE, "data.train_samples=3000", "data.test_samples=1000", "model.hidden_units=[64]"]
 
 
@@ -38,21 +40,28 @@ def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Pope
 
 
 def cli_runs(uri: str) -> list:
-    """The runs in the SQLite store at `uri`, read as the pipeline's processes open it: after
-    whichever of them creates the store is done (two processes running MLflow's migrations on
-    one new file at once break it)."""
-    import fcntl
-
-    import mlflow
-
-    database = Path(uri.removeprefix("sqlite:///"))
-    if not database.exists():
+    """The runs in the SQLite store at `uri`, read as the pipeline's reports read it: opening a
+    client creates a store that is not there yet, so only once no pipeline process is creating
+    it (two processes running MLflow's migrations on one new file at once break it)."""
+    if not Path(uri.removeprefix("sqlite:///")).exists():
         return []
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name("mnist")
-        return client.search_runs([experiment.experiment_id]) if experiment else []
+    client = mlflow_client(uri)
+    experiment = client.get_experiment_by_name("mnist")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def losses(uri: str, run: object) -> list:
+    """The run's per-epoch training losses logged so far."""
+    return mlflow_client(uri).get_metric_history(run.info.run_id, "epoch/train_loss")
+
+
+def still_running(proc: subprocess.Popen, deadline: float) -> None:
+    """Fail, showing what the CLI printed, if it has ended or `deadline` has passed."""
+    if proc.poll() is None and time.monotonic() < deadline:
+        return
+    proc.kill()
+    _, stderr = proc.communicate()
+    pytest.fail(f"the CLI ended with {proc.returncode} or timed out:\n{stderr[-3000:]}")
 
 
 @pytest.mark.slow
@@ -67,7 +76,7 @@ def test_interrupted_training_ends_killed_and_leaves_no_model(make_project, tmp_
             deadline = time.monotonic() + 120
             # Interrupt once training is under way: the run has logged an epoch.
             while sum("epoch/train_loss" in r.data.metrics for r in cli_runs(uri)) <= interrupted:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                still_running(proc, deadline)
                 time.sleep(0.5)
             proc.send_signal(sig)
             _, stderr = proc.communicate(timeout=60)
@@ -143,25 +152,19 @@ def test_environment_variables_are_never_logged(small_project, monkeypatch, tmp_
 def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     make_project, tmp_path: Path
 ) -> None:
-    import mlflow
-
     paths, _ = make_project("data.train_samples=3000", "data.test_samples=1000")
     uri = own_store(tmp_path)
     env = {"MLFLOW_TRACKING_URI": uri}
     # Epochs of a size that leaves time to interrupt after the second, and some to resume.
     args = [*SMALL, "model.hidden_units=[1024,1024]", "epochs=15"]
     proc = start_cli(paths.root, *args, env=env)
-    client = mlflow.MlflowClient(tracking_uri=uri)
     try:
         deadline = time.monotonic() + 120
         while True:  # interrupt after at least two completed epochs
             runs = cli_runs(uri)
-            if (
-                runs
-                and len(client.get_metric_history(runs[0].info.run_id, "epoch/train_loss")) >= 2
-            ):
+            if runs and len(losses(uri, runs[0])) >= 2:
                 break
-            assert proc.poll() is None and time.monotonic() < deadline
+            still_running(proc, deadline)
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
@@ -178,7 +181,7 @@ def test_resume_continues_an_interrupted_run_in_the_same_mlflow_run(
     assert "Epoch 1/15" not in stdout + stderr  # the finished epochs were not trained again
     (run,) = cli_runs(uri)
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
-    steps = {m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")}
+    steps = {m.step for m in losses(uri, run)}
     assert steps == set(range(1, 16))
     assert "test_accuracy" in run.data.metrics
     progress = [p for p in (paths.root / ".resume").iterdir() if p.is_dir()]

@@ -8,11 +8,8 @@ inside a transaction of the storage, so no number is repeated or skipped.
 
 from __future__ import annotations
 
-import fcntl
 import time
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.config import check_search_split, validate
 from pipeline.errors import ConfigError
-from pipeline.tracking.store import store_root
+from pipeline.tracking.store import created_once, store_root
 
 STORE_FILE = "optuna.db"
 # How long a SQLite writer waits for another process's lock before it fails.
@@ -71,23 +68,6 @@ def study_name(cfg: DictConfig) -> str:
 def direction(objective: str) -> str:
     """Accuracy is maximised, a loss minimised."""
     return "minimize" if objective.endswith("loss") else "maximize"
-
-
-@contextmanager
-def _created_once(url: str) -> Iterator[None]:
-    """Two processes that create a new SQLite storage at once must not both create its
-    tables: the first to come does, the others wait for it (as for mlflow.db)."""
-    if not url.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(url.removeprefix("sqlite:///"))
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(database.with_name(database.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _storage(url: str) -> Any:
@@ -143,7 +123,7 @@ def open_study(cfg: DictConfig, url: str | None = None) -> Any:
 
     url = url or storage_url(cfg)
     name, wanted = study_name(cfg), direction(cfg.search.objective)
-    with _created_once(url):
+    with created_once(url):
         study = optuna.create_study(
             storage=_storage(url),
             study_name=name,
@@ -171,7 +151,7 @@ def load_study(name: str, url: str, pruner: Any = None) -> Any:
 
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
         raise ConfigError(f"no study {name!r}: no storage at {url}")
-    with _created_once(url):
+    with created_once(url):
         store = _storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     if name not in names:
@@ -214,7 +194,7 @@ def running_trial(cfg: DictConfig) -> Any:
     import optuna
 
     url, name = storage_url(cfg), study_name(cfg)
-    with _created_once(url):
+    with created_once(url):
         store = _storage(url)
     study = optuna.load_study(study_name=name, storage=store, pruner=pruner(cfg))
     study_id = store.get_study_id_from_name(name)

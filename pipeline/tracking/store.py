@@ -52,7 +52,26 @@ def mlflow_client(uri: str) -> Any:
     configure_client()  # before MLflow's first request
     import mlflow
 
-    return mlflow.MlflowClient(uri)
+    # A new client opens its store at once, and creates a SQLite one that does not exist yet:
+    # a report started beside a first training must not migrate the same new file with it.
+    with created_once(uri):
+        return mlflow.MlflowClient(uri)
+
+
+@contextmanager
+def created_once(uri: str) -> Iterator[None]:
+    """For a SQLite database (an MLflow store, an Optuna storage): the block runs while no
+    other process of the pipeline runs such a block on it. Two processes creating the tables
+    of one new file at once break it (MLflow's migrations); the first to come creates them,
+    the others wait."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def store_root(root: Path) -> Path:
@@ -240,17 +259,9 @@ def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT, writing: bool = Fals
                 if writing:
                     _check_may_write(uri, name, found)
                 return found
-        # Two processes running MLflow's migrations on a new SQLite store at once break it:
-        # the first to come creates it, the others wait.
-        database = Path(uri.removeprefix("sqlite:///"))
-        database.parent.mkdir(parents=True, exist_ok=True)
-        with open(database.with_name(database.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                _write_ahead_log(database)
-                return retrying(get_or_create)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with created_once(uri):
+            _write_ahead_log(Path(uri.removeprefix("sqlite:///")))
+            return retrying(get_or_create)
     except TrackingError:
         raise
     except Exception as err:  # whatever the store's driver raised: said in one line
