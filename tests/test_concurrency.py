@@ -235,16 +235,43 @@ def test_two_parallel_sweeps_lose_no_run_while_reports_and_the_ui_read_the_store
         assert [m.step for m in history] == [1]
 
 
-# One process of the test below: on a new SQLite store, at the time the file `go` holds,
-# either the check a training makes first (`connect`) or a report's first read of the store.
-_FIRST_TOUCH = """
+# The start of each process of the two tests below: once every process is ready, it waits
+# for the file `go`, which holds the time to start at (`start`).
+_AT_GO = """
 import sys, time
 from pathlib import Path
-from pipeline.tracking.store import connect, mlflow_client, tracking_uri
 print("ready", flush=True)
 while not Path("go").exists():
     time.sleep(0.005)
-time.sleep(max(0.0, float(Path("go").read_text()) - time.time()))
+start = float(Path("go").read_text())
+"""
+
+
+def _run_together(tmp_path: Path, env: dict, script: str, argvs: list[list[str]]) -> None:
+    """Run `_AT_GO + script` once per argument list in `argvs`, in `tmp_path`, all started at
+    the same moment; each must exit 0."""
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", _AT_GO + script, *argv],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for argv in argvs
+    ]
+    assert [p.stdout.readline() for p in started] == ["ready\n"] * len(argvs)
+    (tmp_path / "go").write_text(str(time.time() + 0.5))
+    errors = [p.communicate(timeout=120)[1] for p in started]
+    assert [p.returncode for p in started] == [0] * len(argvs), "\n".join(errors)[-3000:]
+
+
+# On a new SQLite store, either the check a training makes first (`connect`) or a report's
+# first read of the store.
+_FIRST_TOUCH = """
+from pipeline.tracking.store import connect, mlflow_client, tracking_uri
+time.sleep(max(0.0, start - time.time()))
 if sys.argv[1] == "train":
     connect(Path.cwd(), "mnist")
 else:
@@ -262,38 +289,19 @@ def test_reports_opened_beside_the_first_training_leave_the_new_store_whole(
     import mlflow
 
     env = command_env(own_store(tmp_path))
-    roles = ["train", "report", "train", "report"]
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-c", _FIRST_TOUCH, role],
-            **{"cwd": tmp_path, "env": env, "text": True},
-            **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE},
-        )
-        for role in roles
-    ]
-    assert [p.stdout.readline() for p in started] == ["ready\n"] * len(roles)
-    (tmp_path / "go").write_text(str(time.time() + 0.5))
-    errors = [p.communicate(timeout=120)[1] for p in started]
-    assert [p.returncode for p in started] == [0] * len(roles), "\n".join(errors)[-3000:]
+    _run_together(tmp_path, env, _FIRST_TOUCH, [["train"], ["report"], ["train"], ["report"]])
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     assert {e.name for e in client.search_experiments()} == {"Default", "mnist"}
     assert client.search_runs([client.get_experiment_by_name("mnist").experiment_id]) == []
 
 
-# One process of the test below: once every process is ready (the file `go` holds the time to
-# start at), a run every 0.25 s, as a sweep's jobs start theirs, that records the round's
-# dataset, the same one (name and digest) at the same moment in every process: a race between
-# the processes to add it.
+# A run every 0.25 s, as a sweep's jobs start theirs, that records the round's dataset, the
+# same one (name and digest) at the same moment in every process: a race between the
+# processes to add it.
 _SAME_DATASET = """
-import sys, time
-from pathlib import Path
 from pipeline.tracking.runs import active_run, log_datasets
 from pipeline.tracking.store import connect
 rounds = int(sys.argv[1])
-print("ready", flush=True)
-while not Path("go").exists():
-    time.sleep(0.005)
-start = float(Path("go").read_text())
 for i in range(rounds):
     time.sleep(max(0.0, start + 0.25 * i - time.time()))
     with active_run(connect(Path.cwd(), "mnist"), run_name=f"round{i}"):
@@ -310,23 +318,8 @@ def test_runs_started_together_record_the_same_dataset(tmp_path: Path) -> None:
     import mlflow
 
     uri = own_store(tmp_path)
-    env = command_env(uri)
     rounds, processes = 16, 6
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-c", _SAME_DATASET, str(rounds)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    assert [p.stdout.readline() for p in started] == ["ready\n"] * processes
-    (tmp_path / "go").write_text(str(time.time() + 0.5))
-    errors = [p.communicate(timeout=120)[1] for p in started]
-    assert [p.returncode for p in started] == [0] * processes, "\n".join(errors)[-3000:]
+    _run_together(tmp_path, command_env(uri), _SAME_DATASET, [[str(rounds)]] * processes)
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import OFFLINE, ROOT, command_env, own_store
@@ -50,7 +51,7 @@ def cli_runs(uri: str) -> list:
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
-def losses(uri: str, run: object) -> list:
+def losses(uri: str, run: Any) -> list:
     """The run's per-epoch training losses logged so far."""
     return mlflow_client(uri).get_metric_history(run.info.run_id, "epoch/train_loss")
 

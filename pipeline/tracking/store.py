@@ -246,7 +246,7 @@ def experiment_id(uri: str, name: str = DEFAULT_EXPERIMENT, writing: bool = Fals
     mlflow.set_tracking_uri(uri)
 
     def get_or_create() -> str:
-        client = mlflow.MlflowClient(uri)
+        client = mlflow.MlflowClient(uri)  # not mlflow_client: its lock is held below
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
