@@ -262,7 +262,9 @@ def _run_together(tmp_path: Path, env: dict, script: str, argvs: list[list[str]]
         for argv in argvs
     ]
     assert [p.stdout.readline() for p in started] == ["ready\n"] * len(argvs)
-    (tmp_path / "go").write_text(str(time.time() + 0.5))
+    # Renamed into place: a reader polling for "go" must never see it empty.
+    (tmp_path / "go.tmp").write_text(str(time.time() + 0.5))
+    (tmp_path / "go.tmp").rename(tmp_path / "go")
     errors = [p.communicate(timeout=120)[1] for p in started]
     assert [p.returncode for p in started] == [0] * len(argvs), "\n".join(errors)[-3000:]
 
