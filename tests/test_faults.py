@@ -16,6 +16,7 @@ import pytest
 from conftest import OFFLINE, ROOT, command_env, own_store
 from omegaconf import OmegaConf
 
+from pipeline.tracking.search import search_runs
 from pipeline.tracking.store import mlflow_client
 
 SMALL = [*OFFLINE, "data.train_samples=3000", "data.test_samples=1000", "model.hidden_units=[64]"]
@@ -41,14 +42,11 @@ def start_cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.Pope
 
 
 def cli_runs(uri: str) -> list:
-    """The runs in the SQLite store at `uri`, read as the pipeline's reports read it: opening a
-    client creates a store that is not there yet, so only once no pipeline process is creating
-    it (two processes running MLflow's migrations on one new file at once break it)."""
+    """The runs in the SQLite store at `uri` so far, read as the pipeline's reports read it;
+    none before the CLI has created the store (reading it would create it)."""
     if not Path(uri.removeprefix("sqlite:///")).exists():
         return []
-    client = mlflow_client(uri)
-    experiment = client.get_experiment_by_name("mnist")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    return search_runs(uri, "mnist", "", [], 1000) or []
 
 
 def losses(uri: str, run: Any) -> list:
